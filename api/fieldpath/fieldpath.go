@@ -1,0 +1,474 @@
+// Package fieldpath addresses fields inside generic JSON trees and computes
+// structural diffs between them.
+//
+// Trees are values as produced by encoding/json decoding into an any:
+// map[string]any, []any, string, float64, bool and nil. A Path such as
+// spec.containers[0].env.GREETING names one node; Diff and Apply turn two
+// trees into a small list of Ops and back, for delta-encoded object history;
+// Changes lists leaf-level changes for showing a diff to a person.
+//
+// It is not a JSON Patch (RFC 6902) or merge-patch implementation, does not
+// know any object schema (lists are diffed by position, not by a merge key
+// such as a container name), and does not handle typed Go structs.
+package fieldpath
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Elem is one step of a Path: a map key, or a list index (>= 0) if IsIndex.
+type Elem struct {
+	Key     string
+	Index   int
+	IsIndex bool
+}
+
+// Key returns the Elem for map key k.
+func Key(k string) Elem { return Elem{Key: k} }
+
+// Index returns the Elem for list index i.
+func Index(i int) Elem { return Elem{Index: i, IsIndex: true} }
+
+// Path is a sequence of elements from the root of a tree. The empty Path
+// is the root itself.
+type Path []Elem
+
+// Parse parses a path written as by Path.String, e.g.
+//
+//	spec.containers[0].env.GREETING
+//	metadata.labels["app.kubernetes.io/name"]
+//
+// Keys in dot form match [A-Za-z_][A-Za-z0-9_-]*; any other key is written
+// in brackets as a Go/JSON double-quoted string. The empty string is the
+// root.
+func Parse(s string) (Path, error) {
+	var p Path
+	for i := 0; i < len(s); {
+		if s[i] == '[' {
+			e, n, reason := parseBracket(s[i:])
+			if reason != "" {
+				return nil, fmt.Errorf("path %q: %s at column %d", s, reason, i+1)
+			}
+			p, i = append(p, e), i+n
+			continue
+		}
+		if len(p) > 0 {
+			if s[i] != '.' {
+				return nil, fmt.Errorf(`path %q: expected "." or "[" at column %d, found %q`, s, i+1, s[i])
+			}
+			i++
+		}
+		n := identLen(s[i:])
+		switch {
+		case n > 0:
+			p, i = append(p, Key(s[i:i+n])), i+n
+		case i == len(s):
+			return nil, fmt.Errorf(`path %q: key missing after "."`, s)
+		case s[i] >= '0' && s[i] <= '9':
+			d := s[i : i+digitLen(s[i:])]
+			return nil, fmt.Errorf(`path %q: key at column %d starts with a digit; write [%s] for a list index or ["%s"] for a key`, s, i+1, d, d)
+		default:
+			return nil, fmt.Errorf(`path %q: unexpected %q at column %d; quote unusual keys as ["key"]`, s, s[i], i+1)
+		}
+	}
+	return p, nil
+}
+
+// parseBracket parses `[12]` or `["key"]` at the start of s and returns
+// the element, its length in bytes, or a reason it is malformed.
+func parseBracket(s string) (Elem, int, string) {
+	if n := digitLen(s[1:]); n > 0 {
+		if !strings.HasPrefix(s[1+n:], "]") {
+			return Elem{}, 0, `missing "]" after list index`
+		}
+		i, err := strconv.Atoi(s[1 : 1+n])
+		if err != nil || (n > 1 && s[1] == '0') {
+			return Elem{}, 0, fmt.Sprintf("bad list index %s", s[1:1+n])
+		}
+		return Index(i), n + 2, ""
+	}
+	if !strings.HasPrefix(s[1:], `"`) {
+		return Elem{}, 0, `expected a list index or a "quoted" key after "["`
+	}
+	for i := 2; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			i++
+		case '"':
+			k, err := strconv.Unquote(s[1 : i+1])
+			if err != nil {
+				return Elem{}, 0, "bad quoted key"
+			}
+			if !strings.HasPrefix(s[i+1:], "]") {
+				return Elem{}, 0, `missing "]" after quoted key`
+			}
+			return Key(k), i + 2, ""
+		}
+	}
+	return Elem{}, 0, "unterminated quoted key"
+}
+
+func identLen(s string) int {
+	for i, c := range []byte(s) {
+		if !(c == '_' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || i > 0 && (c == '-' || '0' <= c && c <= '9')) {
+			return i
+		}
+	}
+	return len(s)
+}
+
+func digitLen(s string) int {
+	for i, c := range []byte(s) {
+		if c < '0' || c > '9' {
+			return i
+		}
+	}
+	return len(s)
+}
+
+// String formats p so that Parse returns it again. The root is "".
+func (p Path) String() string {
+	var b strings.Builder
+	for i, e := range p {
+		switch {
+		case e.IsIndex:
+			b.WriteString("[" + strconv.Itoa(e.Index) + "]")
+		case e.Key != "" && identLen(e.Key) == len(e.Key):
+			if i > 0 {
+				b.WriteByte('.')
+			}
+			b.WriteString(e.Key)
+		default:
+			b.WriteString("[" + strconv.Quote(e.Key) + "]")
+		}
+	}
+	return b.String()
+}
+
+// HasPrefix reports whether q is a prefix of p (every path has the root
+// as a prefix, and p is a prefix of itself).
+func (p Path) HasPrefix(q Path) bool {
+	return len(q) <= len(p) && slices.Equal(p[:len(q)], q)
+}
+
+// compare orders paths element by element: indexes numerically, keys
+// lexically, an index before a key, a parent before its children.
+func compare(p, q Path) int {
+	for i := range min(len(p), len(q)) {
+		a, b := p[i], q[i]
+		if c := cmp.Or(
+			-cmp.Compare(btoi(a.IsIndex), btoi(b.IsIndex)),
+			cmp.Compare(a.Index, b.Index),
+			strings.Compare(a.Key, b.Key)); c != 0 {
+			return c
+		}
+	}
+	return cmp.Compare(len(p), len(q))
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// child returns p extended by e without sharing p's backing array.
+func (p Path) child(e Elem) Path { return append(p[:len(p):len(p)], e) }
+
+// Get returns the node of tree at p, and whether it exists.
+func Get(tree any, p Path) (any, bool) {
+	for _, e := range p {
+		if e.IsIndex {
+			l, ok := tree.([]any)
+			if !ok || e.Index < 0 || e.Index >= len(l) {
+				return nil, false
+			}
+			tree = l[e.Index]
+		} else {
+			m, ok := tree.(map[string]any)
+			if tree, ok = m[e.Key]; !ok {
+				return nil, false
+			}
+		}
+	}
+	return tree, true
+}
+
+// DeepCopy returns a copy of v that shares no maps or slices with it.
+// Values of types other than map[string]any and []any are returned as is.
+func DeepCopy(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		if v == nil {
+			return v
+		}
+		m := make(map[string]any, len(v))
+		for k, x := range v {
+			m[k] = DeepCopy(x)
+		}
+		return m
+	case []any:
+		if v == nil {
+			return v
+		}
+		l := make([]any, len(v))
+		for i, x := range v {
+			l[i] = DeepCopy(x)
+		}
+		return l
+	}
+	return v
+}
+
+// Op is one change of a delta: set the node at Path to Value, or remove it
+// if Delete. The JSON tags are short because history stores many Ops. An
+// Op setting null encodes without "v" and decodes back to the same Op.
+type Op struct {
+	Path   string `json:"p"`
+	Value  any    `json:"v,omitempty"`
+	Delete bool   `json:"d,omitempty"`
+}
+
+// entry pairs a value with its parsed path for sorting.
+type entry[T any] struct {
+	path Path
+	v    T
+}
+
+func sortedByPath[T any](es []entry[T]) []T {
+	slices.SortFunc(es, func(x, y entry[T]) int { return compare(x.path, y.path) })
+	var out []T
+	for _, e := range es {
+		out = append(out, e.v)
+	}
+	return out
+}
+
+// Diff returns the ops that turn a into b, or nil if they are equal. It
+// recurses into maps and into lists of equal length; a list whose length
+// changed, or a node whose type changed, is replaced whole. Ops do not
+// alias b, and are sorted by path (list indexes numerically).
+func Diff(a, b any) []Op {
+	var out []entry[Op]
+	diff(nil, a, b, &out)
+	return sortedByPath(out)
+}
+
+func diff(p Path, a, b any, out *[]entry[Op]) {
+	switch av := a.(type) {
+	case map[string]any:
+		if bv, ok := b.(map[string]any); ok && av != nil && bv != nil {
+			for k, x := range av {
+				if y, ok := bv[k]; ok {
+					diff(p.child(Key(k)), x, y, out)
+				} else {
+					q := p.child(Key(k))
+					*out = append(*out, entry[Op]{q, Op{Path: q.String(), Delete: true}})
+				}
+			}
+			for k, y := range bv {
+				if _, ok := av[k]; !ok {
+					q := p.child(Key(k))
+					*out = append(*out, entry[Op]{q, Op{Path: q.String(), Value: DeepCopy(y)}})
+				}
+			}
+			return
+		}
+	case []any:
+		if bv, ok := b.([]any); ok && av != nil && bv != nil && len(av) == len(bv) {
+			for i := range av {
+				diff(p.child(Index(i)), av[i], bv[i], out)
+			}
+			return
+		}
+	}
+	if !reflect.DeepEqual(a, b) {
+		*out = append(*out, entry[Op]{p, Op{Path: p.String(), Value: DeepCopy(b)}})
+	}
+}
+
+// Apply returns a new tree with ops applied in order. It never modifies
+// tree or the ops' values. Setting a path creates missing intermediate maps
+// (and replaces null ones); deleting a missing key does nothing; deleting
+// the root yields nil. List elements can be replaced but not deleted or
+// appended: replace the whole list instead.
+func Apply(tree any, ops []Op) (any, error) {
+	tree = DeepCopy(tree)
+	for i, op := range ops {
+		p, err := Parse(op.Path)
+		if err != nil {
+			return nil, fmt.Errorf("op %d: %w", i, err)
+		}
+		if tree, err = apply(tree, p, 0, op); err != nil {
+			return nil, fmt.Errorf("op %d at %q: %w", i, op.Path, err)
+		}
+	}
+	return tree, nil
+}
+
+// apply applies op to node, which sits at p[:i], modifying node in place,
+// and returns the new node.
+func apply(node any, p Path, i int, op Op) (any, error) {
+	if i == len(p) {
+		if op.Delete {
+			return nil, nil
+		}
+		return DeepCopy(op.Value), nil
+	}
+	e, last := p[i], i == len(p)-1
+	if e.IsIndex {
+		l, ok := node.([]any)
+		switch {
+		case !ok:
+			return nil, fmt.Errorf("%s is %s, not a list", where(p[:i]), kind(node))
+		case e.Index >= len(l):
+			return nil, fmt.Errorf("index %d out of range: %s has %d elements", e.Index, where(p[:i]), len(l))
+		case last && op.Delete:
+			return nil, fmt.Errorf("cannot delete a list element; replace the whole list %s", where(p[:i]))
+		}
+		v, err := apply(l[e.Index], p, i+1, op)
+		l[e.Index] = v
+		return l, err
+	}
+	m, ok := node.(map[string]any)
+	switch {
+	case !ok && node != nil:
+		return nil, fmt.Errorf("%s is %s, not a map", where(p[:i]), kind(node))
+	case op.Delete && (last || m[e.Key] == nil):
+		delete(m, e.Key) // no-op on a nil map or missing key
+		return node, nil
+	case m == nil:
+		m = map[string]any{}
+	}
+	v, err := apply(m[e.Key], p, i+1, op)
+	m[e.Key] = v
+	return m, err
+}
+
+func where(p Path) string {
+	if len(p) == 0 {
+		return "the root"
+	}
+	return p.String()
+}
+
+func kind(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case map[string]any:
+		return "a map"
+	case []any:
+		return "a list"
+	case string:
+		return "a string"
+	case float64:
+		return "a number"
+	case bool:
+		return "a bool"
+	}
+	return fmt.Sprintf("a %T", v)
+}
+
+// Change is one line of a diff shown to a person: the node at Path went
+// from Old (if HadOld) to New (if HasNew).
+type Change struct {
+	Path           string
+	Old, New       any
+	HadOld, HasNew bool
+}
+
+// Changes returns the leaf-level changes from a to b, sorted by path (list
+// indexes numerically). Unlike Diff it descends into added, removed and
+// resized maps and lists of maps, so a new container shows one line per
+// field; lists of scalars (such as args) and empty maps and lists are
+// shown whole. A nil root counts as absent, so Changes(nil, obj) lists
+// only additions.
+func Changes(a, b any) []Change {
+	var out []entry[Change]
+	changes(nil, a, a != nil, b, b != nil, &out)
+	return sortedByPath(out)
+}
+
+func changes(p Path, a any, hadA bool, b any, hasB bool, out *[]entry[Change]) {
+	if hadA == hasB && reflect.DeepEqual(a, b) {
+		return
+	}
+	lists := hasComposite(a) || hasComposite(b)
+	ac, bc := children(a, hadA, lists), children(b, hasB, lists)
+	// An empty map or list is shown whole unless the other side is a
+	// non-empty node of the same type, whose children then speak for it.
+	same := reflect.TypeOf(a) == reflect.TypeOf(b)
+	if len(ac) == 0 && !(same && len(bc) > 0) {
+		ac = nil
+	}
+	if len(bc) == 0 && !(same && len(ac) > 0) {
+		bc = nil
+	}
+	if ac == nil && bc == nil {
+		*out = append(*out, entry[Change]{p, Change{Path: p.String(), Old: a, New: b, HadOld: hadA, HasNew: hasB}})
+		return
+	}
+	if ac == nil && hadA {
+		*out = append(*out, entry[Change]{p, Change{Path: p.String(), Old: a, HadOld: true}})
+	}
+	if bc == nil && hasB {
+		*out = append(*out, entry[Change]{p, Change{Path: p.String(), New: b, HasNew: true}})
+	}
+	keys := slices.Collect(maps.Keys(ac))
+	for e := range bc {
+		if _, ok := ac[e]; !ok {
+			keys = append(keys, e)
+		}
+	}
+	for _, e := range keys {
+		x, hx := ac[e]
+		y, hy := bc[e]
+		changes(p.child(e), x, hx, y, hy, out)
+	}
+}
+
+// children returns the children of v if it is shown as separate lines: a
+// map, or a list if lists is set or it is empty. Otherwise nil.
+func children(v any, present, lists bool) map[Elem]any {
+	if !present {
+		return nil
+	}
+	switch v := v.(type) {
+	case map[string]any:
+		c := make(map[Elem]any, len(v))
+		for k, x := range v {
+			c[Key(k)] = x
+		}
+		return c
+	case []any:
+		if lists || len(v) == 0 {
+			c := make(map[Elem]any, len(v))
+			for i, x := range v {
+				c[Index(i)] = x
+			}
+			return c
+		}
+	}
+	return nil
+}
+
+// hasComposite reports whether v is a list holding a map or a list; such
+// lists are shown element by element, lists of scalars whole.
+func hasComposite(v any) bool {
+	l, _ := v.([]any)
+	return slices.ContainsFunc(l, func(x any) bool {
+		switch x.(type) {
+		case map[string]any, []any:
+			return true
+		}
+		return false
+	})
+}

@@ -1,0 +1,165 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"skiff.dev/skiff/api/quantity"
+)
+
+// PodSpec is what an operator asks of a pod.
+//
+// A pod is mutable: any field may change. Whether a change restarts
+// containers in place or moves the pod is decided by which fields changed.
+type PodSpec struct {
+	Containers []Container `json:"containers"`
+	// Restart is the restart policy for containers that exit: always
+	// (default), on-failure or never.
+	Restart string `json:"restart,omitempty"`
+	// Failover says what happens when the pod's node vanishes: manual
+	// (default; wait for an operator) or fast (reschedule after the lease).
+	Failover string `json:"failover,omitempty"`
+}
+
+// Container is one process tree of a pod.
+type Container struct {
+	Name  Name   `json:"name"`
+	Image string `json:"image"`
+	// Command replaces the image's entrypoint and arguments when set.
+	Command    []string          `json:"command,omitempty"`
+	Args       []string          `json:"args,omitempty"`
+	Env        map[string]string `json:"env,omitempty"`
+	WorkingDir string            `json:"workingDir,omitempty"`
+	Resources  Resources         `json:"resources,omitempty"`
+}
+
+// Resources are a container's limits.
+type Resources struct {
+	CPU    CPU    `json:"cpu,omitempty"`
+	Memory Memory `json:"memory,omitempty"`
+}
+
+// CPU is a CPU quantity as written in a manifest ("250m", "2").
+type CPU string
+
+func (c CPU) Check() error { _, err := quantity.ParseCPU(string(c)); return err }
+
+// Milli returns the quantity in millicores; zero if unset.
+func (c CPU) Milli() int64 { m, _ := quantity.ParseCPU(string(c)); return m }
+
+// Memory is a byte quantity as written in a manifest ("64Mi").
+type Memory string
+
+func (m Memory) Check() error { _, err := quantity.ParseBytes(string(m)); return err }
+
+// Bytes returns the quantity in bytes; zero if unset.
+func (m Memory) Bytes() int64 { b, _ := quantity.ParseBytes(string(m)); return b }
+
+// Restart policies.
+const (
+	RestartAlways    = "always"
+	RestartOnFailure = "on-failure"
+	RestartNever     = "never"
+)
+
+// Failover modes.
+const (
+	FailoverManual = "manual"
+	FailoverFast   = "fast"
+)
+
+func (p *PodSpec) Default() {
+	if p.Restart == "" {
+		p.Restart = RestartAlways
+	}
+	if p.Failover == "" {
+		p.Failover = FailoverManual
+	}
+}
+
+func (p *PodSpec) Validate() error {
+	if len(p.Containers) == 0 {
+		return &FieldError{Path: "containers", Reason: "a pod needs at least one container"}
+	}
+	seen := map[Name]int{}
+	for i, c := range p.Containers {
+		path := fmt.Sprintf("containers[%d]", i)
+		if c.Name == "" {
+			return &FieldError{Path: path + ".name", Reason: "missing"}
+		}
+		if j, dup := seen[c.Name]; dup {
+			return &FieldError{Path: path + ".name", Reason: fmt.Sprintf("%q is already the name of containers[%d]", c.Name, j)}
+		}
+		seen[c.Name] = i
+		if err := validateImage(c.Image); err != nil {
+			return &FieldError{Path: path + ".image", Reason: err.Error()}
+		}
+		for k := range c.Env {
+			if !isEnvName(k) {
+				return &FieldError{Path: joinKey(path+".env", k), Reason: "not a valid environment variable name (letters, digits and _, not starting with a digit)"}
+			}
+		}
+	}
+	if err := oneOf(p.Restart, RestartAlways, RestartOnFailure, RestartNever); err != nil {
+		return &FieldError{Path: "restart", Reason: err.Error()}
+	}
+	if err := oneOf(p.Failover, FailoverManual, FailoverFast); err != nil {
+		return &FieldError{Path: "failover", Reason: err.Error()}
+	}
+	return nil
+}
+
+func oneOf(v string, allowed ...string) error {
+	for _, a := range allowed {
+		if v == a {
+			return nil
+		}
+	}
+	return fmt.Errorf("%q is not one of %s", v, strings.Join(allowed, ", "))
+}
+
+// validateImage checks the shape of an image reference: [host[:port]/]path[:tag][@digest].
+// Whether it exists is the node's business.
+func validateImage(ref string) error {
+	if ref == "" {
+		return errors.New("missing")
+	}
+	if strings.ContainsAny(ref, " \t\n") {
+		return fmt.Errorf("%q is not an image reference: it contains white space", ref)
+	}
+	name, digest, hasDigest := strings.Cut(ref, "@")
+	if hasDigest && !strings.HasPrefix(digest, "sha256:") {
+		return fmt.Errorf("%q: digest must start with sha256:", ref)
+	}
+	path := name
+	if i := strings.LastIndex(name, ":"); i > strings.LastIndex(name, "/") {
+		path = name[:i]
+		if tag := name[i+1:]; tag == "" || len(tag) > 128 {
+			return fmt.Errorf("%q: tag must be 1 to 128 characters", ref)
+		}
+	}
+	if path == "" {
+		return fmt.Errorf("%q is not an image reference", ref)
+	}
+	repo := path
+	if host, rest, ok := strings.Cut(path, "/"); ok && (strings.ContainsAny(host, ".:") || host == "localhost") {
+		repo = rest
+	}
+	if repo != strings.ToLower(repo) {
+		return fmt.Errorf("%q: repository names are lower-case", ref)
+	}
+	return nil
+}
+
+func isEnvName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i, r := range s {
+		if !(r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || i > 0 && r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,59 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"skiff.dev/skiff/api"
+)
+
+func applyCmd(e *env) *cobra.Command {
+	var file string
+	cmd := &cobra.Command{
+		Use:   "apply -f FILE|-",
+		Short: "create or update the objects in a manifest",
+		Long: `Create or update every object in a YAML (or JSON) manifest; documents are
+separated by ---. The whole manifest is validated before anything is written,
+so a bad document changes nothing. Existing objects get the manifest's labels
+and spec as a new revision; status and meta in the file are ignored.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if file == "" {
+				return fmt.Errorf("apply needs -f FILE (or -f - for standard input)")
+			}
+			var r io.Reader = e.stdin
+			if file != "-" {
+				f, err := os.Open(file)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				r = f
+			}
+			objs, err := api.ParseManifests(file, r, e.namespace)
+			if err != nil {
+				return err
+			}
+			c, err := e.client()
+			if err != nil {
+				return err
+			}
+			for _, o := range objs {
+				if o.Namespace != "" && cmd.Flags().Changed("namespace") && o.Namespace != e.namespace {
+					return fmt.Errorf("%s: the manifest says namespace %s but -n says %s", o.Ref(), o.Namespace, e.namespace)
+				}
+				res, err := c.Apply(cmd.Context(), o, 0)
+				if err != nil {
+					return fmt.Errorf("%s: %w", o.Ref(), err)
+				}
+				fmt.Fprintf(e.stdout, "%s %s (rev %d)\n", res.Object.Ref(), res.Op, res.Object.Meta.Revision)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&file, "filename", "f", "", "manifest file, or - for standard input")
+	return cmd
+}

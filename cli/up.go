@@ -1,0 +1,79 @@
+package cli
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"skiff.dev/skiff/client"
+	"skiff.dev/skiff/daemon"
+)
+
+// defaultDataDir is /var/lib/skiff for root, else ~/.local/share/skiff.
+func defaultDataDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/skiff"
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".local", "share", "skiff")
+}
+
+func upCmd(e *env) *cobra.Command {
+	var o daemon.Options
+	cmd := &cobra.Command{
+		Use:   "up [--data DIR] [--listen ADDR]",
+		Short: "run skiff on this machine: API server and embedded etcd, in the foreground",
+		Long: `Run the whole of skiff on this machine in one foreground process. The data
+directory keeps etcd's data, certificates and the admin token; restarting on
+the same directory keeps every object and its history. The client config is
+written to DIR/config and, unless one for another cluster exists, to
+~/.config/skiff/config. Ctrl-C stops it cleanly.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.UserConfig = client.DefaultConfigPath()
+			return runDaemon(cmd, e, o)
+		},
+	}
+	cmd.Flags().StringVar(&o.DataDir, "data", defaultDataDir(), "data directory")
+	cmd.Flags().StringVar(&o.Listen, "listen", daemon.DefaultListen, "API address (HOST:PORT)")
+	return cmd
+}
+
+func serverCmd(e *env) *cobra.Command {
+	var o daemon.Options
+	var endpoints string
+	cmd := &cobra.Command{
+		Use:   "server --data DIR [--listen ADDR] [--etcd-endpoints URLS]",
+		Short: "run the API server (embedded etcd, or an external etcd cluster)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if endpoints != "" {
+				o.EtcdEndpoints = strings.Split(endpoints, ",")
+			}
+			return runDaemon(cmd, e, o)
+		},
+	}
+	cmd.Flags().StringVar(&o.DataDir, "data", defaultDataDir(), "data directory")
+	cmd.Flags().StringVar(&o.Listen, "listen", daemon.DefaultListen, "API address (HOST:PORT)")
+	cmd.Flags().StringVar(&endpoints, "etcd-endpoints", "", "comma-separated external etcd client URLs instead of the embedded member")
+	return cmd
+}
+
+func runDaemon(cmd *cobra.Command, e *env, o daemon.Options) error {
+	o.Log = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	o.Ready = func(info daemon.Info) {
+		line := fmt.Sprintf("skiff is up at %s (data %s, client config %s", info.URL, o.DataDir, info.ConfigPath)
+		if info.UserConfig != "" {
+			line += " and " + info.UserConfig
+		}
+		fmt.Fprintln(e.stdout, line+")")
+		if info.Note != "" {
+			fmt.Fprintln(e.stderr, "note: "+info.Note)
+		}
+	}
+	return daemon.Run(cmd.Context(), o)
+}

@@ -1,0 +1,348 @@
+// Package client is the Go client of skiff's API, used by the CLI, agents
+// and external controllers. It depends only on the api vocabulary, never on
+// the server.
+package client
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"skiff.dev/skiff/api"
+)
+
+// Client talks to one cluster. It is safe for concurrent use.
+type Client struct {
+	cfg  Config
+	http *http.Client
+}
+
+// New returns a client for cfg.
+func New(cfg Config) (*Client, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(cfg.CA)) {
+		return nil, errors.New("config: ca holds no PEM certificate")
+	}
+	tr := &http.Transport{
+		TLSClientConfig:     &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+		ForceAttemptHTTP2:   true,
+	}
+	return &Client{cfg: cfg, http: &http.Client{Transport: tr}}, nil
+}
+
+// Error is a failed API request.
+type Error struct {
+	Status  int
+	Code    string // invalid, unauthenticated, forbidden, not_found, exists, conflict, ...
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// IsCode reports whether err is an API error with the given code.
+func IsCode(err error, code string) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Code == code
+}
+
+// do sends a request to the first server that answers.
+func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
+	resp, err := c.send(ctx, method, path, body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("%s %s: bad answer: %v", method, path, err)
+	}
+	return nil
+}
+
+func (c *Client) send(ctx context.Context, method, path string, body any) (*http.Response, error) {
+	var payload []byte
+	if body != nil {
+		var err error
+		if payload, err = json.Marshal(body); err != nil {
+			return nil, err
+		}
+	}
+	var lastErr error
+	for _, srv := range c.cfg.Servers {
+		req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(srv, "/")+path, bytes.NewReader(payload))
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
+		if body != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := c.http.Do(req)
+		if err != nil {
+			lastErr = err
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			continue // try the next server
+		}
+		if resp.StatusCode >= 400 {
+			defer resp.Body.Close()
+			var eb struct {
+				Error string `json:"error"`
+				Code  string `json:"code"`
+			}
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+			if json.Unmarshal(b, &eb) != nil || eb.Error == "" {
+				eb.Error = fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b)))
+			}
+			return nil, &Error{Status: resp.StatusCode, Code: eb.Code, Message: eb.Error}
+		}
+		return resp, nil
+	}
+	return nil, fmt.Errorf("no skiff server answered (%s): %w", strings.Join(c.cfg.Servers, ", "), lastErr)
+}
+
+// objectPath builds /v1/objects/KIND[/NS][/NAME].
+func objectPath(kind, ns, name string) (string, error) {
+	k, err := api.LookupKind(kind)
+	if err != nil {
+		return "", err
+	}
+	p := "/v1/objects/" + k.Plural
+	if k.Namespaced && ns != "" {
+		p += "/" + url.PathEscape(ns)
+	}
+	if name != "" {
+		if k.Namespaced && ns == "" {
+			p += "/" + api.DefaultNamespace
+		}
+		p += "/" + url.PathEscape(name)
+	}
+	return p, nil
+}
+
+func refPath(ref api.Ref) (string, error) { return objectPath(ref.Kind, ref.Namespace, ref.Name) }
+
+// WriteResult says what a write did: created, configured, unchanged, deleted.
+type WriteResult struct {
+	Op     string     `json:"op"`
+	Object api.Object `json:"object"`
+}
+
+// Apply creates an object or replaces its labels and spec. expect, when
+// non-zero, is the revision the change is based on.
+func (c *Client) Apply(ctx context.Context, obj api.Object, expect int64) (WriteResult, error) {
+	p := "/v1/apply"
+	if expect != 0 {
+		p += "?expect=" + strconv.FormatInt(expect, 10)
+	}
+	var res WriteResult
+	err := c.do(ctx, "POST", p, obj, &res)
+	return res, err
+}
+
+// Get returns one object.
+func (c *Client) Get(ctx context.Context, ref api.Ref) (api.Object, error) {
+	p, err := refPath(ref)
+	if err != nil {
+		return api.Object{}, err
+	}
+	var o api.Object
+	return o, c.do(ctx, "GET", p, nil, &o)
+}
+
+// ListResult is a list and the store revision to watch from.
+type ListResult struct {
+	Items    []api.Object `json:"items"`
+	Revision int64        `json:"revision"`
+}
+
+// List returns objects of a kind in namespace ns ("" for all namespaces)
+// matching a label selector ("" for all).
+func (c *Client) List(ctx context.Context, kind, ns, selector string) (ListResult, error) {
+	p, err := objectPath(kind, ns, "")
+	if err != nil {
+		return ListResult{}, err
+	}
+	if selector != "" {
+		p += "?selector=" + url.QueryEscape(selector)
+	}
+	var l ListResult
+	return l, c.do(ctx, "GET", p, nil, &l)
+}
+
+// Delete removes an object.
+func (c *Client) Delete(ctx context.Context, ref api.Ref, expect int64) (WriteResult, error) {
+	p, err := refPath(ref)
+	if err != nil {
+		return WriteResult{}, err
+	}
+	if expect != 0 {
+		p += "?expect=" + strconv.FormatInt(expect, 10)
+	}
+	var res WriteResult
+	return res, c.do(ctx, "DELETE", p, nil, &res)
+}
+
+// PutStatus replaces an object's status (controllers and nodes only).
+func (c *Client) PutStatus(ctx context.Context, ref api.Ref, status map[string]any, expect int64) (WriteResult, error) {
+	p, err := refPath(ref)
+	if err != nil {
+		return WriteResult{}, err
+	}
+	p += "/status"
+	if expect != 0 {
+		p += "?expect=" + strconv.FormatInt(expect, 10)
+	}
+	var res WriteResult
+	return res, c.do(ctx, "PUT", p, map[string]any{"status": status}, &res)
+}
+
+// Entry is one line of history.
+type Entry struct {
+	Rev     int64     `json:"rev"`
+	Time    time.Time `json:"time"`
+	Changer string    `json:"changer"`
+	Cause   string    `json:"cause"`
+}
+
+// History lists an object's revisions whose changer matches the patterns
+// ("operator:*", "!controller:scheduler").
+func (c *Client) History(ctx context.Context, ref api.Ref, changers []string) ([]Entry, error) {
+	p, err := refPath(ref)
+	if err != nil {
+		return nil, err
+	}
+	q := url.Values{"changer": changers}
+	p += "/history"
+	if len(changers) > 0 {
+		p += "?" + q.Encode()
+	}
+	var h []Entry
+	return h, c.do(ctx, "GET", p, nil, &h)
+}
+
+// At returns the object as it was at revision rev.
+func (c *Client) At(ctx context.Context, ref api.Ref, rev int64) (api.Object, error) {
+	p, err := refPath(ref)
+	if err != nil {
+		return api.Object{}, err
+	}
+	var o api.Object
+	return o, c.do(ctx, "GET", p+"/revisions/"+strconv.FormatInt(rev, 10), nil, &o)
+}
+
+// Rollback writes the labels and spec of revision `to` as a new revision.
+func (c *Client) Rollback(ctx context.Context, ref api.Ref, to int64) (WriteResult, error) {
+	p, err := refPath(ref)
+	if err != nil {
+		return WriteResult{}, err
+	}
+	var res WriteResult
+	return res, c.do(ctx, "POST", p+"/rollback", map[string]int64{"to": to}, &res)
+}
+
+// Event is one change seen by Watch.
+type Event struct {
+	Type     string     `json:"type"` // created, configured, deleted
+	Object   api.Object `json:"object"`
+	Revision int64      `json:"revision"`
+}
+
+// Watch calls fn for each change to objects of kind (in ns, or all if "")
+// after store revision `after`, until ctx ends, fn returns an error, or the
+// stream fails.
+func (c *Client) Watch(ctx context.Context, kind, ns string, after int64, fn func(Event) error) error {
+	k, err := api.LookupKind(kind)
+	if err != nil {
+		return err
+	}
+	q := url.Values{"after": {strconv.FormatInt(after, 10)}}
+	if ns != "" {
+		q.Set("namespace", ns)
+	}
+	resp, err := c.send(ctx, "GET", "/v1/watch/"+k.Plural+"?"+q.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	for sc.Scan() {
+		var ev struct {
+			Event
+			Error string `json:"error"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			return fmt.Errorf("watch: bad event: %v", err)
+		}
+		if ev.Error != "" {
+			return fmt.Errorf("watch: %s", ev.Error)
+		}
+		if err := fn(ev.Event); err != nil {
+			return err
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("watch: %w", err)
+	}
+	return errors.New("watch: stream ended")
+}
+
+// Whoami returns the identity and role of the client's token.
+func (c *Client) Whoami(ctx context.Context) (identity, role string, err error) {
+	var r struct{ Identity, Role string }
+	err = c.do(ctx, "GET", "/v1/whoami", nil, &r)
+	return r.Identity, r.Role, err
+}
+
+// CreateToken issues a token for an identity ("operator:alice") with an
+// optional role (operators only). The secret is returned once.
+func (c *Client) CreateToken(ctx context.Context, ident, role string) (string, error) {
+	var r struct {
+		Token string `json:"token"`
+	}
+	err := c.do(ctx, "POST", "/v1/tokens", map[string]string{"identity": ident, "role": role}, &r)
+	return r.Token, err
+}
+
+// Token is a token as listed (never its secret).
+type Token struct {
+	ID        string    `json:"id"`
+	Identity  string    `json:"identity"`
+	Role      string    `json:"role,omitempty"`
+	Created   time.Time `json:"created"`
+	CreatedBy string    `json:"createdBy"`
+}
+
+// ListTokens lists tokens (admin only).
+func (c *Client) ListTokens(ctx context.Context) ([]Token, error) {
+	var t []Token
+	return t, c.do(ctx, "GET", "/v1/tokens", nil, &t)
+}
+
+// RevokeToken deletes a token by ID (admin only).
+func (c *Client) RevokeToken(ctx context.Context, id string) error {
+	return c.do(ctx, "DELETE", "/v1/tokens/"+url.PathEscape(id), nil, nil)
+}

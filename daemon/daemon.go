@@ -1,0 +1,212 @@
+// Package daemon is the composition root of skiff's long-running processes:
+// it starts (or connects to) etcd, builds the store, the CA and the API
+// server, bootstraps the first admin token and serves until told to stop.
+// Only cmd/skiff's daemons import it; it holds wiring, not logic.
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"skiff.dev/skiff/api/identity"
+	"skiff.dev/skiff/client"
+	"skiff.dev/skiff/server"
+	"skiff.dev/skiff/store"
+)
+
+// DefaultListen is the API address when none is given.
+const DefaultListen = "127.0.0.1:7443"
+
+// Options configure Run. Zero values are the defaults stated on each field.
+type Options struct {
+	// DataDir holds etcd's data, certificates, the admin token and the
+	// client config. Required.
+	DataDir string
+	// Listen is the API address; default DefaultListen. Port 0 picks one.
+	Listen string
+	// EtcdEndpoints, when set, uses an external etcd cluster instead of
+	// the embedded member.
+	EtcdEndpoints []string
+	// UserConfig, when set, is a client config path to write too (skiff up
+	// writes ~/.config/skiff/config). It is written if absent, or replaced
+	// if it belongs to this same cluster; another cluster's is left alone.
+	UserConfig string
+	// Ready is called once the API serves.
+	Ready func(Info)
+	Log   *slog.Logger
+}
+
+// Info describes a running server.
+type Info struct {
+	URL        string // https://HOST:PORT
+	ConfigPath string // DataDir/config
+	UserConfig string // the user config written, or "" if left alone
+	Note       string // why the user config was left alone
+}
+
+const prefix = "/skiff"
+
+// Run serves until ctx is cancelled, then shuts down cleanly.
+func Run(ctx context.Context, o Options) error {
+	if o.DataDir == "" {
+		return errors.New("no data directory (--data DIR)")
+	}
+	if o.Listen == "" {
+		o.Listen = DefaultListen
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	lock, err := lockDataDir(o.DataDir)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+
+	var kv *clientv3.Client
+	if len(o.EtcdEndpoints) > 0 {
+		if kv, err = store.Dial(o.EtcdEndpoints); err != nil {
+			return err
+		}
+		defer kv.Close()
+	} else {
+		e, err := store.StartEmbedded(ctx, store.EmbeddedOptions{Dir: filepath.Join(o.DataDir, "etcd")})
+		if err != nil {
+			return err
+		}
+		defer e.Close()
+		kv = e.Client
+	}
+
+	ca, err := server.EnsureCA(ctx, kv, prefix)
+	if err != nil {
+		return err
+	}
+	pki := filepath.Join(o.DataDir, "pki")
+	if err := os.MkdirAll(pki, 0o700); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(pki, "ca.crt"), ca.CertPEM, 0o644); err != nil {
+		return err
+	}
+	cert, err := ca.ServerCert(pki, server.Hosts(o.Listen))
+	if err != nil {
+		return fmt.Errorf("server certificate: %w", err)
+	}
+
+	tokens := server.NewTokens(kv, prefix)
+	adminToken, err := bootstrapAdmin(ctx, kv, tokens, o.DataDir)
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", o.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w (is another skiff running? pick another address with --listen)", o.Listen, err)
+	}
+	srv := &http.Server{
+		Handler:           server.New(store.New(kv, store.Options{Prefix: prefix}), tokens),
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(o.Log.Handler(), slog.LevelWarn),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.ServeTLS(ln, "", "") }()
+
+	info := Info{URL: "https://" + advertise(ln.Addr().(*net.TCPAddr)), ConfigPath: filepath.Join(o.DataDir, "config")}
+	cfg := client.Config{Servers: []string{info.URL}, Token: adminToken, CA: string(ca.CertPEM)}
+	if adminToken != "" {
+		if err := cfg.Save(info.ConfigPath); err != nil {
+			return fmt.Errorf("write client config: %w", err)
+		}
+		if o.UserConfig != "" {
+			info.UserConfig, info.Note = writeUserConfig(o.UserConfig, cfg)
+		}
+	}
+	if o.Ready != nil {
+		o.Ready(info)
+	}
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("api server: %w", err)
+	case <-ctx.Done():
+	}
+	o.Log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	srv.Shutdown(sctx)
+	return nil
+}
+
+// advertise turns a listen address into one clients can dial.
+func advertise(a *net.TCPAddr) string {
+	if a.IP.IsUnspecified() {
+		if a.IP.To4() != nil {
+			return fmt.Sprintf("127.0.0.1:%d", a.Port)
+		}
+		return fmt.Sprintf("[::1]:%d", a.Port)
+	}
+	return a.String()
+}
+
+// bootstrapAdmin creates the first admin token once per cluster and keeps
+// its secret in DATA/admin.token (mode 0600). It returns the secret this
+// data directory holds, or "" if the cluster was bootstrapped elsewhere.
+func bootstrapAdmin(ctx context.Context, kv *clientv3.Client, tokens *server.Tokens, dir string) (string, error) {
+	path := filepath.Join(dir, "admin.token")
+	if b, err := os.ReadFile(path); err == nil {
+		secret := strings.TrimSpace(string(b))
+		if _, err := tokens.Verify(ctx, secret); err == nil {
+			return secret, nil
+		}
+		return "", fmt.Errorf("%s holds a token this cluster does not know (revoked, or a data directory from another cluster)", path)
+	}
+	key := prefix + "/bootstrap"
+	resp, err := kv.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, time.Now().UTC().Format(time.RFC3339))).Commit()
+	if err != nil {
+		return "", fmt.Errorf("bootstrap: %w", err)
+	}
+	if !resp.Succeeded {
+		return "", nil // another server of this cluster did it
+	}
+	secret, _, err := tokens.Create(ctx, identity.Identity{Kind: identity.Operator, Name: "admin"}, server.RoleAdmin, "bootstrap")
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write admin token: %w", err)
+	}
+	return secret, nil
+}
+
+func writeUserConfig(path string, cfg client.Config) (written, note string) {
+	if old, err := client.LoadConfig(path); err == nil && !bytes.Equal([]byte(old.CA), []byte(cfg.CA)) {
+		return "", fmt.Sprintf("%s belongs to another cluster and was left alone; use SKIFF_CONFIG to pick this one", path)
+	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+		if _, statErr := os.Stat(path); statErr == nil {
+			return "", fmt.Sprintf("%s is not a skiff config (%v) and was left alone", path, err)
+		}
+	}
+	if err := cfg.Save(path); err != nil {
+		return "", fmt.Sprintf("could not write %s: %v", path, err)
+	}
+	return path, ""
+}

@@ -1,0 +1,96 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"skiff.dev/skiff/api"
+	"skiff.dev/skiff/store"
+)
+
+var (
+	errUnauthenticated = errors.New("unauthenticated")
+	errForbidden       = errors.New("forbidden")
+	errNotFound        = errors.New("not found")
+	errTooLarge        = errors.New("request too large")
+	errMethod          = errors.New("method not allowed")
+)
+
+// statusError is an error with its HTTP answer chosen where it was made.
+type statusError struct {
+	kind error
+	msg  string
+}
+
+func (e *statusError) Error() string        { return e.msg }
+func (e *statusError) Is(target error) bool { return target == e.kind }
+
+func forbidden(format string, args ...any) error {
+	return &statusError{kind: errForbidden, msg: fmt.Sprintf(format, args...)}
+}
+
+func badRequest(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{api.ErrInvalid}, args...)...)
+}
+
+// ErrorBody is the JSON answer to every failed request.
+type ErrorBody struct {
+	Error string `json:"error"`
+	Code  string `json:"code"` // invalid, unauthenticated, forbidden, not_found, exists, conflict, too_large, internal
+}
+
+// httpStatus is the one place that maps error kinds to HTTP answers.
+func httpStatus(err error) (int, string) {
+	switch {
+	case errors.Is(err, errUnauthenticated):
+		return http.StatusUnauthorized, "unauthenticated"
+	case errors.Is(err, errForbidden):
+		return http.StatusForbidden, "forbidden"
+	case errors.Is(err, errTooLarge):
+		return http.StatusRequestEntityTooLarge, "too_large"
+	case errors.Is(err, errMethod):
+		return http.StatusMethodNotAllowed, "method_not_allowed"
+	case errors.Is(err, api.ErrInvalid):
+		return http.StatusBadRequest, "invalid"
+	case errors.Is(err, store.ErrConflict):
+		return http.StatusConflict, "conflict"
+	case errors.Is(err, store.ErrExists):
+		return http.StatusConflict, "exists"
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, errNotFound):
+		return http.StatusNotFound, "not_found"
+	}
+	return http.StatusInternalServerError, "internal"
+}
+
+func writeError(w http.ResponseWriter, r *http.Request, err error) {
+	status, code := httpStatus(err)
+	msg := err.Error()
+	if status == http.StatusBadRequest {
+		// "invalid: x" reads badly; the code already says it.
+		if s, ok := stripPrefix(msg, api.ErrInvalid.Error()+": "); ok {
+			msg = s
+		}
+	}
+	if status >= 500 {
+		slog.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	writeJSON(w, status, ErrorBody{Error: msg, Code: code})
+}
+
+func stripPrefix(s, p string) (string, bool) {
+	if len(s) >= len(p) && s[:len(p)] == p {
+		return s[len(p):], true
+	}
+	return s, false
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	enc.Encode(v)
+}

@@ -1,0 +1,492 @@
+// Package server is skiff's HTTP API: authentication by bearer token,
+// authorization by identity kind and role, the object endpoints over the
+// versioned store, watches, tokens, health and metrics.
+//
+// It is not the composition root: package daemon starts etcd, builds a
+// Server and serves it over TLS.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"skiff.dev/skiff/api"
+	"skiff.dev/skiff/api/identity"
+	"skiff.dev/skiff/api/labels"
+	"skiff.dev/skiff/store"
+)
+
+// MaxBodyBytes bounds every request body.
+const MaxBodyBytes = 4 << 20
+
+// Server serves the API. Build it with New.
+type Server struct {
+	store   *store.Store
+	tokens  *Tokens
+	mux     *http.ServeMux
+	metrics *metrics
+}
+
+// New returns a server over a store and a token registry.
+func New(st *store.Store, tokens *Tokens) *Server {
+	s := &Server{store: st, tokens: tokens, mux: http.NewServeMux(), metrics: newMetrics()}
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, "ok\n")
+	})
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	s.route("GET /v1/whoami", "whoami", s.whoami)
+	s.route("POST /v1/apply", "apply", s.apply)
+	s.route("/v1/objects/", "objects", s.objects)
+	s.route("GET /v1/watch/{kind}", "watch", s.watch)
+	s.route("POST /v1/tokens", "tokens", s.createToken)
+	s.route("GET /v1/tokens", "tokens", s.listTokens)
+	s.route("DELETE /v1/tokens/{id}", "tokens", s.revokeToken)
+	return s
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+type handler func(w http.ResponseWriter, r *http.Request, tok Token) error
+
+// route registers an authenticated handler and measures it.
+func (s *Server) route(pattern, name string, h handler) {
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, status: 200}
+		r.Body = http.MaxBytesReader(rec, r.Body, MaxBodyBytes)
+		err := func() error {
+			tok, err := s.authenticate(r)
+			if err != nil {
+				return err
+			}
+			return h(rec, r, tok)
+		}()
+		if err != nil {
+			writeError(rec, r, err)
+		}
+		s.metrics.observe(name, r.Method, rec.status, time.Since(start))
+	})
+}
+
+func (s *Server) authenticate(r *http.Request) (Token, error) {
+	h := r.Header.Get("Authorization")
+	secret, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok || secret == "" {
+		return Token{}, &statusError{kind: errUnauthenticated, msg: "no token: send Authorization: Bearer TOKEN (skiff's CLI reads it from its config)"}
+	}
+	tok, err := s.tokens.Verify(r.Context(), secret)
+	if errors.Is(err, ErrBadToken) {
+		return Token{}, &statusError{kind: errUnauthenticated, msg: "token is invalid or revoked"}
+	}
+	return tok, err
+}
+
+// readBody reads a request body within MaxBodyBytes.
+func readBody(r *http.Request) ([]byte, error) {
+	b, err := io.ReadAll(r.Body)
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return nil, &statusError{kind: errTooLarge, msg: "request body larger than " + strconv.Itoa(MaxBodyBytes>>20) + " MiB"}
+	}
+	return b, err
+}
+
+func (s *Server) whoami(w http.ResponseWriter, r *http.Request, tok Token) error {
+	writeJSON(w, 200, map[string]string{"identity": tok.Identity, "role": tok.Role})
+	return nil
+}
+
+// WriteResult is the answer to a write.
+type WriteResult struct {
+	Op     store.Op   `json:"op"`
+	Object api.Object `json:"object"`
+}
+
+func expectParam(r *http.Request) (int64, error) {
+	v := r.URL.Query().Get("expect")
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 1 {
+		return 0, badRequest("expect=%q is not a revision", v)
+	}
+	return n, nil
+}
+
+// apply creates an object or replaces its operator intent (labels, spec).
+func (s *Server) apply(w http.ResponseWriter, r *http.Request, tok Token) error {
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	obj, err := api.DecodeObject(body)
+	if err != nil {
+		return err
+	}
+	ref := obj.Ref()
+	if err := authorizeIntent(tok, ref); err != nil {
+		return err
+	}
+	expect, err := expectParam(r)
+	if err != nil {
+		return err
+	}
+	res, err := s.store.Mutate(r.Context(), ref, store.Write{Changer: tok.Identity, Cause: "apply", Expect: expect},
+		func(cur *api.Object) (*api.Object, error) {
+			if cur == nil {
+				return &obj, nil
+			}
+			cur.Labels, cur.Spec = obj.Labels, obj.Spec
+			return cur, nil
+		})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, WriteResult{Op: res.Op, Object: res.Object})
+	return nil
+}
+
+// objectPath is a parsed /v1/objects/... path.
+type objectPath struct {
+	kind api.KindInfo
+	ns   string // namespaced kinds: "" lists all namespaces
+	name string
+	sub  []string
+}
+
+// parseObjectPath parses KIND[/NS][/NAME[/SUB...]]; the kind decides
+// whether a namespace segment is present.
+func parseObjectPath(p string) (objectPath, error) {
+	segs := strings.Split(strings.Trim(p, "/"), "/")
+	k, err := api.LookupKind(segs[0])
+	if err != nil {
+		return objectPath{}, err
+	}
+	op := objectPath{kind: k}
+	rest := segs[1:]
+	if k.Namespaced && len(rest) > 0 {
+		op.ns, rest = rest[0], rest[1:]
+		if err := api.ValidateName(op.ns); err != nil {
+			return objectPath{}, badRequest("namespace %v", err)
+		}
+	}
+	if len(rest) > 0 {
+		op.name, op.sub = rest[0], rest[1:]
+		if err := api.ValidateName(op.name); err != nil {
+			return objectPath{}, badRequest("name %v", err)
+		}
+	}
+	return op, nil
+}
+
+func (p objectPath) ref() api.Ref { return api.Ref{Kind: p.kind.Name, Namespace: p.ns, Name: p.name} }
+
+func (s *Server) objects(w http.ResponseWriter, r *http.Request, tok Token) error {
+	p, err := parseObjectPath(strings.TrimPrefix(r.URL.Path, "/v1/objects/"))
+	if err != nil {
+		return err
+	}
+	if p.name == "" {
+		if r.Method != http.MethodGet {
+			return errMethod
+		}
+		return s.list(w, r, p)
+	}
+	sub := strings.Join(p.sub, "/")
+	switch {
+	case sub == "" && r.Method == http.MethodGet:
+		o, err := s.store.Get(r.Context(), p.ref())
+		if err != nil {
+			return err
+		}
+		writeJSON(w, 200, o)
+	case sub == "" && r.Method == http.MethodDelete:
+		if err := authorizeIntent(tok, p.ref()); err != nil {
+			return err
+		}
+		expect, err := expectParam(r)
+		if err != nil {
+			return err
+		}
+		o, err := s.store.Delete(r.Context(), p.ref(), store.Write{Changer: tok.Identity, Expect: expect})
+		if err != nil {
+			return err
+		}
+		writeJSON(w, 200, WriteResult{Op: store.Deleted, Object: o})
+	case sub == "status" && r.Method == http.MethodPut:
+		return s.putStatus(w, r, tok, p.ref())
+	case sub == "history" && r.Method == http.MethodGet:
+		f, err := identity.ParseFilter(r.URL.Query()["changer"])
+		if err != nil {
+			return badRequest("%v", err)
+		}
+		h, err := s.store.History(r.Context(), p.ref(), f)
+		if err != nil {
+			return err
+		}
+		if h == nil {
+			h = []store.Entry{}
+		}
+		writeJSON(w, 200, h)
+	case len(p.sub) == 2 && p.sub[0] == "revisions" && r.Method == http.MethodGet:
+		rev, err := strconv.ParseInt(p.sub[1], 10, 64)
+		if err != nil || rev < 1 {
+			return badRequest("revision %q is not a positive number", p.sub[1])
+		}
+		o, err := s.store.At(r.Context(), p.ref(), rev)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, 200, o)
+	case sub == "rollback" && r.Method == http.MethodPost:
+		if err := authorizeIntent(tok, p.ref()); err != nil {
+			return err
+		}
+		var req struct {
+			To int64 `json:"to"`
+		}
+		body, err := readBody(r)
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal(body, &req); err != nil || req.To < 1 {
+			return badRequest(`rollback needs {"to": REVISION}`)
+		}
+		res, err := s.store.Rollback(r.Context(), p.ref(), req.To, store.Write{Changer: tok.Identity})
+		if err != nil {
+			return err
+		}
+		writeJSON(w, 200, WriteResult{Op: res.Op, Object: res.Object})
+	default:
+		return &statusError{kind: errNotFound, msg: r.Method + " " + r.URL.Path + ": no such endpoint"}
+	}
+	return nil
+}
+
+// ListResult is the answer to a list: the objects and the store revision to
+// watch from.
+type ListResult struct {
+	Items    []api.Object `json:"items"`
+	Revision int64        `json:"revision"`
+}
+
+func (s *Server) list(w http.ResponseWriter, r *http.Request, p objectPath) error {
+	sel, err := labels.Parse(r.URL.Query().Get("selector"))
+	if err != nil {
+		return badRequest("selector: %v", err)
+	}
+	objs, rev, err := s.store.List(r.Context(), p.kind.Name, p.ns)
+	if err != nil {
+		return err
+	}
+	items := objs[:0]
+	for _, o := range objs {
+		if sel.Matches(o.Labels) {
+			items = append(items, o)
+		}
+	}
+	if items == nil {
+		items = []api.Object{}
+	}
+	writeJSON(w, 200, ListResult{Items: items, Revision: rev})
+	return nil
+}
+
+// putStatus replaces an object's status. Status is what controllers and
+// nodes observe; it is never operator intent.
+func (s *Server) putStatus(w http.ResponseWriter, r *http.Request, tok Token, ref api.Ref) error {
+	if err := authorizeStatus(tok, ref); err != nil {
+		return err
+	}
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		Status map[string]any `json:"status"`
+	}
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return badRequest(`status write needs {"status": {...}}: %v`, err)
+	}
+	expect, err := expectParam(r)
+	if err != nil {
+		return err
+	}
+	res, err := s.store.Mutate(r.Context(), ref, store.Write{Changer: tok.Identity, Cause: "status", Expect: expect},
+		func(cur *api.Object) (*api.Object, error) {
+			if cur == nil {
+				return nil, nil
+			}
+			cur.Status = req.Status
+			return cur, nil
+		})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, WriteResult{Op: res.Op, Object: res.Object})
+	return nil
+}
+
+// watch streams changes as newline-delimited JSON events.
+func (s *Server) watch(w http.ResponseWriter, r *http.Request, tok Token) error {
+	k, err := api.LookupKind(r.PathValue("kind"))
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	after, err := strconv.ParseInt(q.Get("after"), 10, 64)
+	if q.Get("after") != "" && (err != nil || after < 0) {
+		return badRequest("after=%q is not a store revision", q.Get("after"))
+	}
+	ns := q.Get("namespace")
+	if ns != "" {
+		if err := api.ValidateName(ns); err != nil {
+			return badRequest("namespace %v", err)
+		}
+	}
+	fl, _ := w.(http.Flusher)
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(200)
+	if fl != nil {
+		fl.Flush()
+	}
+	enc := json.NewEncoder(w)
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	for ev := range s.store.Watch(ctx, k.Name, ns, after) {
+		if ev.Err != nil {
+			enc.Encode(map[string]string{"error": ev.Err.Error()})
+			return nil
+		}
+		if err := enc.Encode(ev); err != nil {
+			return nil
+		}
+		if fl != nil {
+			fl.Flush()
+		}
+	}
+	return nil
+}
+
+// TokenRequest asks for a new token.
+type TokenRequest struct {
+	Identity string `json:"identity"`
+	Role     string `json:"role,omitempty"`
+}
+
+// TokenResponse carries a new token's secret, shown once.
+type TokenResponse struct {
+	Token  string `json:"token"`
+	Record Token  `json:"record"`
+}
+
+func (s *Server) createToken(w http.ResponseWriter, r *http.Request, tok Token) error {
+	if err := authorizeAdmin(tok, "create tokens"); err != nil {
+		return err
+	}
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	var req TokenRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		return badRequest("token request: %v", err)
+	}
+	id, err := identity.Parse(req.Identity)
+	if err != nil {
+		return badRequest("%v", err)
+	}
+	secret, rec, err := s.tokens.Create(r.Context(), id, req.Role, tok.Identity)
+	if err != nil {
+		return badRequest("%v", err)
+	}
+	rec.Hash = ""
+	writeJSON(w, 200, TokenResponse{Token: secret, Record: rec})
+	return nil
+}
+
+func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, tok Token) error {
+	if err := authorizeAdmin(tok, "list tokens"); err != nil {
+		return err
+	}
+	toks, err := s.tokens.List(r.Context())
+	if err != nil {
+		return err
+	}
+	for i := range toks {
+		toks[i].Hash = ""
+	}
+	writeJSON(w, 200, toks)
+	return nil
+}
+
+func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, tok Token) error {
+	if err := authorizeAdmin(tok, "revoke tokens"); err != nil {
+		return err
+	}
+	if err := s.tokens.Revoke(r.Context(), r.PathValue("id")); err != nil {
+		return err
+	}
+	writeJSON(w, 200, map[string]string{"revoked": r.PathValue("id")})
+	return nil
+}
+
+// statusRecorder remembers the status code for metrics.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+type metrics struct {
+	reg      *prometheus.Registry
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "skiff_api_requests_total", Help: "API requests by endpoint, method and status code.",
+		}, []string{"endpoint", "method", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "skiff_api_request_duration_seconds", Help: "API request latency by endpoint and method.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"endpoint", "method"}),
+	}
+	m.reg.MustRegister(m.requests, m.duration, collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) observe(endpoint, method string, code int, d time.Duration) {
+	m.requests.WithLabelValues(endpoint, method, strconv.Itoa(code)).Inc()
+	if endpoint != "watch" {
+		m.duration.WithLabelValues(endpoint, method).Observe(d.Seconds())
+	}
+}

@@ -1,0 +1,132 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"skiff.dev/skiff/api/identity"
+)
+
+// Roles an operator token can carry.
+const (
+	RoleAdmin = "admin" // everything, including tokens
+	RoleEdit  = "edit"  // read and write objects
+	RoleView  = "view"  // read only
+)
+
+// Token is a bearer credential as stored: only a hash of its secret is kept.
+type Token struct {
+	ID        string    `json:"id"`
+	Identity  string    `json:"identity"`
+	Role      string    `json:"role,omitempty"`
+	Hash      string    `json:"hash"`
+	Created   time.Time `json:"created"`
+	CreatedBy string    `json:"createdBy"`
+}
+
+// Tokens keeps tokens in etcd under PREFIX/tokens/ID.
+type Tokens struct {
+	kv     *clientv3.Client
+	prefix string
+}
+
+// ErrBadToken means a token is malformed, unknown or revoked.
+var ErrBadToken = errors.New("invalid or revoked token")
+
+func NewTokens(kv *clientv3.Client, prefix string) *Tokens {
+	return &Tokens{kv: kv, prefix: prefix + "/tokens/"}
+}
+
+// Create issues a token for id and returns its secret form, which is shown
+// once and never stored: "skiff.ID.SECRET".
+func (t *Tokens) Create(ctx context.Context, id identity.Identity, role, by string) (string, Token, error) {
+	if id.Kind == identity.Operator {
+		if role == "" {
+			role = RoleAdmin
+		}
+		if role != RoleAdmin && role != RoleEdit && role != RoleView {
+			return "", Token{}, fmt.Errorf("role %q is not admin, edit or view", role)
+		}
+	} else if role != "" {
+		return "", Token{}, fmt.Errorf("only operator tokens carry a role; %s may do what its kind may", id)
+	}
+	idb, secret := make([]byte, 6), make([]byte, 32)
+	rand.Read(idb)
+	rand.Read(secret)
+	tok := Token{ID: hex.EncodeToString(idb), Identity: id.String(), Role: role,
+		Created: time.Now().UTC(), CreatedBy: by}
+	sec := base64.RawURLEncoding.EncodeToString(secret)
+	tok.Hash = hash(sec)
+	b, _ := json.Marshal(tok)
+	if _, err := t.kv.Put(ctx, t.prefix+tok.ID, string(b)); err != nil {
+		return "", Token{}, fmt.Errorf("store token: %w", err)
+	}
+	return "skiff." + tok.ID + "." + sec, tok, nil
+}
+
+func hash(secret string) string {
+	h := sha256.Sum256([]byte(secret))
+	return hex.EncodeToString(h[:])
+}
+
+// Verify returns the stored token that secret belongs to.
+func (t *Tokens) Verify(ctx context.Context, secret string) (Token, error) {
+	parts := strings.Split(secret, ".")
+	if len(parts) != 3 || parts[0] != "skiff" || parts[1] == "" {
+		return Token{}, ErrBadToken
+	}
+	resp, err := t.kv.Get(ctx, t.prefix+parts[1], clientv3.WithSerializable())
+	if err != nil {
+		return Token{}, fmt.Errorf("read token: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return Token{}, ErrBadToken
+	}
+	var tok Token
+	if err := json.Unmarshal(resp.Kvs[0].Value, &tok); err != nil {
+		return Token{}, fmt.Errorf("token %s damaged: %v", parts[1], err)
+	}
+	if subtle.ConstantTimeCompare([]byte(hash(parts[2])), []byte(tok.Hash)) != 1 {
+		return Token{}, ErrBadToken
+	}
+	return tok, nil
+}
+
+// List returns all tokens (hashes included, secrets never).
+func (t *Tokens) List(ctx context.Context) ([]Token, error) {
+	resp, err := t.kv.Get(ctx, t.prefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Token, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var tok Token
+		if err := json.Unmarshal(kv.Value, &tok); err == nil {
+			out = append(out, tok)
+		}
+	}
+	return out, nil
+}
+
+// Revoke deletes a token by ID.
+func (t *Tokens) Revoke(ctx context.Context, id string) error {
+	resp, err := t.kv.Delete(ctx, t.prefix+id)
+	if err != nil {
+		return err
+	}
+	if resp.Deleted == 0 {
+		return fmt.Errorf("token %s: %w", id, errNotFound)
+	}
+	return nil
+}

@@ -1,0 +1,426 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"skiff.dev/skiff/api"
+	"skiff.dev/skiff/api/fieldpath"
+	"skiff.dev/skiff/api/identity"
+)
+
+// Options configure a Store. The zero value is usable.
+type Options struct {
+	// Prefix of every key the store writes; default "/skiff".
+	Prefix string
+	// SnapshotEvery is how often a revision stores the whole object rather
+	// than a patch; default 16.
+	SnapshotEvery int64
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// Store is the versioned object store. It is safe for concurrent use.
+type Store struct {
+	kv     *clientv3.Client
+	prefix string
+	every  int64
+	now    func() time.Time
+}
+
+// New returns a store on an etcd client.
+func New(kv *clientv3.Client, o Options) *Store {
+	s := &Store{kv: kv, prefix: o.Prefix, every: o.SnapshotEvery, now: o.Now}
+	if s.prefix == "" {
+		s.prefix = "/skiff"
+	}
+	if s.every <= 0 {
+		s.every = 16
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	return s
+}
+
+// Write says who writes and why.
+type Write struct {
+	Changer string // identity of the writer, e.g. operator:alice
+	Cause   string // why, e.g. "apply", "rollback to 3"
+	// Expect, when non-zero, is the revision the writer based its change on.
+	// If the object has moved on, the write fails with ErrConflict.
+	Expect int64
+}
+
+// Op says what a write did.
+type Op string
+
+const (
+	Created    Op = "created"
+	Configured Op = "configured"
+	Unchanged  Op = "unchanged"
+	Deleted    Op = "deleted"
+)
+
+// Result of a write.
+type Result struct {
+	Object api.Object
+	Op     Op
+}
+
+func nsKey(ns string) string {
+	if ns == "" {
+		return "_"
+	}
+	return ns
+}
+
+func (s *Store) objKey(r api.Ref) string {
+	return s.prefix + "/o/" + r.Kind + "/" + nsKey(r.Namespace) + "/" + r.Name
+}
+
+func (s *Store) histPrefix(r api.Ref) string {
+	return s.prefix + "/h/" + r.Kind + "/" + nsKey(r.Namespace) + "/" + r.Name + "/"
+}
+
+func (s *Store) histKey(r api.Ref, rev int64) string {
+	return fmt.Sprintf("%s%012d", s.histPrefix(r), rev)
+}
+
+// Get returns the current object.
+func (s *Store) Get(ctx context.Context, ref api.Ref) (api.Object, error) {
+	o, _, err := s.get(ctx, ref)
+	if err != nil {
+		return api.Object{}, err
+	}
+	if o == nil {
+		return api.Object{}, notFound(ref)
+	}
+	return *o, nil
+}
+
+// get returns the object (nil if absent) and its etcd mod revision.
+func (s *Store) get(ctx context.Context, ref api.Ref) (*api.Object, int64, error) {
+	resp, err := s.kv.Get(ctx, s.objKey(ref))
+	if err != nil {
+		return nil, 0, fmt.Errorf("%s: read: %w", ref, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, 0, nil
+	}
+	var o api.Object
+	if err := json.Unmarshal(resp.Kvs[0].Value, &o); err != nil {
+		return nil, 0, fmt.Errorf("%s: stored object is damaged: %v", ref, err)
+	}
+	return &o, resp.Kvs[0].ModRevision, nil
+}
+
+// List returns the objects of a kind, in one namespace or in all (ns ""),
+// sorted by namespace and name, and the store revision they were read at,
+// from which Watch can continue.
+func (s *Store) List(ctx context.Context, kind, ns string) ([]api.Object, int64, error) {
+	p := s.prefix + "/o/" + kind + "/"
+	if ns != "" {
+		p += ns + "/"
+	}
+	resp, err := s.kv.Get(ctx, p, clientv3.WithPrefix())
+	if err != nil {
+		return nil, 0, fmt.Errorf("list %s: %w", kind, err)
+	}
+	objs := make([]api.Object, len(resp.Kvs))
+	for i, kv := range resp.Kvs {
+		if err := json.Unmarshal(kv.Value, &objs[i]); err != nil {
+			return nil, 0, fmt.Errorf("list %s: %s is damaged: %v", kind, kv.Key, err)
+		}
+	}
+	return objs, resp.Header.Revision, nil
+}
+
+// Mutate reads the object (nil if it does not exist), lets fn compute its
+// next state, and writes that as a new revision. fn returns nil to change
+// nothing. fn may be called more than once when other writers race; it must
+// not keep state between calls. Labels, spec, status and meta.owner are
+// taken from fn's result; the other meta fields are the store's.
+func (s *Store) Mutate(ctx context.Context, ref api.Ref, w Write, fn func(cur *api.Object) (*api.Object, error)) (Result, error) {
+	if w.Changer == "" {
+		return Result{}, fmt.Errorf("%s: write without a changer", ref)
+	}
+	for {
+		cur, modRev, err := s.get(ctx, ref)
+		if err != nil {
+			return Result{}, err
+		}
+		if w.Expect != 0 && (cur == nil || cur.Meta.Revision != w.Expect) {
+			return Result{}, s.conflict(ctx, ref, w.Expect, cur)
+		}
+		var in *api.Object
+		if cur != nil {
+			c := cur.DeepCopy()
+			in = &c
+		}
+		next, err := fn(in)
+		if err != nil {
+			return Result{}, err
+		}
+		if next == nil {
+			if cur == nil {
+				return Result{}, notFound(ref)
+			}
+			return Result{Object: *cur, Op: Unchanged}, nil
+		}
+		res, ok, err := s.write(ctx, ref, w, cur, modRev, next)
+		if err != nil || ok {
+			return res, err
+		}
+		if err := ctx.Err(); err != nil {
+			return Result{}, err
+		}
+		// Lost a race: read again and let fn decide on the newer object.
+	}
+}
+
+// write tries one compare-and-swap. ok=false means another writer won.
+func (s *Store) write(ctx context.Context, ref api.Ref, w Write, cur *api.Object, modRev int64, next *api.Object) (Result, bool, error) {
+	now := s.now().UTC().Truncate(time.Millisecond)
+	obj := api.Object{Kind: ref.Kind, Namespace: ref.Namespace, Name: ref.Name,
+		Labels: next.Labels, Spec: next.Spec, Status: next.Status}
+	obj.Meta.Owner = next.Meta.Owner
+	newBody := body(&obj)
+	rec := record{Time: now.UnixMilli(), Changer: w.Changer, Cause: w.Cause}
+
+	var cmps []clientv3.Cmp
+	op := Configured
+	if cur == nil {
+		last, err := s.lastRev(ctx, ref)
+		if err != nil {
+			return Result{}, false, err
+		}
+		op = Created
+		rec.Rev = last + 1
+		rec.Gen = 1
+		rec.Created = rec.Time
+		rec.Full = newBody
+		obj.Meta.Created = now
+		cmps = []clientv3.Cmp{
+			clientv3.Compare(clientv3.CreateRevision(s.objKey(ref)), "=", 0),
+			clientv3.Compare(clientv3.CreateRevision(s.histKey(ref, rec.Rev)), "=", 0),
+		}
+	} else {
+		oldBody := body(cur)
+		patch := fieldpath.Diff(oldBody, newBody)
+		if len(patch) == 0 {
+			return Result{Object: *cur, Op: Unchanged}, true, nil
+		}
+		rec.Rev = cur.Meta.Revision + 1
+		rec.Gen = cur.Meta.Generation
+		if !reflect.DeepEqual(cur.Spec, obj.Spec) {
+			rec.Gen++
+		}
+		if (rec.Rev-1)%s.every == 0 {
+			rec.Full = newBody
+			rec.Created = cur.Meta.Created.UnixMilli()
+		} else {
+			rec.Patch = patch
+		}
+		obj.Meta.Created = cur.Meta.Created
+		cmps = []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.objKey(ref)), "=", modRev)}
+	}
+	obj.Meta.Revision = rec.Rev
+	obj.Meta.Generation = rec.Gen
+	obj.Meta.Updated = now
+
+	ob, err := json.Marshal(&obj)
+	if err != nil {
+		return Result{}, false, err
+	}
+	rb, err := json.Marshal(&rec)
+	if err != nil {
+		return Result{}, false, err
+	}
+	resp, err := s.kv.Txn(ctx).If(cmps...).Then(
+		clientv3.OpPut(s.objKey(ref), string(ob)),
+		clientv3.OpPut(s.histKey(ref, rec.Rev), string(rb)),
+	).Commit()
+	if err != nil {
+		return Result{}, false, fmt.Errorf("%s: write: %w", ref, err)
+	}
+	if !resp.Succeeded {
+		return Result{}, false, nil
+	}
+	return Result{Object: obj, Op: op}, true, nil
+}
+
+// lastRev returns the newest revision in an object's history, 0 if none.
+func (s *Store) lastRev(ctx context.Context, ref api.Ref) (int64, error) {
+	resp, err := s.kv.Get(ctx, s.histPrefix(ref), append([]clientv3.OpOption{clientv3.WithKeysOnly()}, clientv3.WithLastKey()...)...)
+	if err != nil {
+		return 0, fmt.Errorf("%s: read history: %w", ref, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return 0, nil
+	}
+	k := string(resp.Kvs[0].Key)
+	rev, err := strconv.ParseInt(k[strings.LastIndexByte(k, '/')+1:], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%s: damaged history key %q", ref, k)
+	}
+	return rev, nil
+}
+
+func (s *Store) conflict(ctx context.Context, ref api.Ref, expected int64, cur *api.Object) error {
+	e := &ConflictError{Ref: ref, Expected: expected}
+	if cur != nil {
+		e.Actual = cur.Meta.Revision
+		if recs, err := s.records(ctx, ref, cur.Meta.Revision, cur.Meta.Revision); err == nil && len(recs) == 1 {
+			e.LastChanger = recs[0].Changer
+		}
+	}
+	return e
+}
+
+// Delete removes an object, recording the deletion as a revision so that
+// its history remains readable and a later re-creation continues it.
+func (s *Store) Delete(ctx context.Context, ref api.Ref, w Write) (api.Object, error) {
+	if w.Changer == "" {
+		return api.Object{}, fmt.Errorf("%s: write without a changer", ref)
+	}
+	if w.Cause == "" {
+		w.Cause = "delete"
+	}
+	for {
+		cur, modRev, err := s.get(ctx, ref)
+		if err != nil {
+			return api.Object{}, err
+		}
+		if cur == nil {
+			if w.Expect != 0 {
+				return api.Object{}, s.conflict(ctx, ref, w.Expect, nil)
+			}
+			return api.Object{}, notFound(ref)
+		}
+		if w.Expect != 0 && cur.Meta.Revision != w.Expect {
+			return api.Object{}, s.conflict(ctx, ref, w.Expect, cur)
+		}
+		rec := record{Rev: cur.Meta.Revision + 1, Time: s.now().UnixMilli(), Changer: w.Changer,
+			Cause: w.Cause, Gen: cur.Meta.Generation, Deleted: true}
+		rb, err := json.Marshal(&rec)
+		if err != nil {
+			return api.Object{}, err
+		}
+		resp, err := s.kv.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(s.objKey(ref)), "=", modRev)).
+			Then(clientv3.OpDelete(s.objKey(ref)), clientv3.OpPut(s.histKey(ref, rec.Rev), string(rb))).
+			Commit()
+		if err != nil {
+			return api.Object{}, fmt.Errorf("%s: delete: %w", ref, err)
+		}
+		if resp.Succeeded {
+			cur.Meta.Revision = rec.Rev
+			return *cur, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return api.Object{}, err
+		}
+	}
+}
+
+// records reads revisions from..to inclusive.
+func (s *Store) records(ctx context.Context, ref api.Ref, from, to int64) ([]record, error) {
+	resp, err := s.kv.Get(ctx, s.histKey(ref, from), clientv3.WithRange(s.histKey(ref, to+1)))
+	if err != nil {
+		return nil, fmt.Errorf("%s: read history: %w", ref, err)
+	}
+	recs := make([]record, len(resp.Kvs))
+	for i, kv := range resp.Kvs {
+		if err := json.Unmarshal(kv.Value, &recs[i]); err != nil {
+			return nil, fmt.Errorf("%s: damaged revision %s: %v", ref, kv.Key, err)
+		}
+	}
+	return recs, nil
+}
+
+// History lists an object's revisions, oldest first, keeping those whose
+// changer passes f. It works for deleted objects too.
+func (s *Store) History(ctx context.Context, ref api.Ref, f identity.Filter) ([]Entry, error) {
+	resp, err := s.kv.Get(ctx, s.histPrefix(ref), clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("%s: read history: %w", ref, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, notFound(ref)
+	}
+	entries := make([]Entry, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var r struct {
+			Rev     int64  `json:"r"`
+			Time    int64  `json:"t"`
+			Changer string `json:"c"`
+			Cause   string `json:"w"`
+		}
+		if err := json.Unmarshal(kv.Value, &r); err != nil {
+			return nil, fmt.Errorf("%s: damaged revision %s: %v", ref, kv.Key, err)
+		}
+		if f.Match(r.Changer) {
+			entries = append(entries, Entry{Rev: r.Rev, Time: time.UnixMilli(r.Time).UTC(), Changer: r.Changer, Cause: r.Cause})
+		}
+	}
+	return entries, nil
+}
+
+// At returns the object as it was at revision rev. A revision at which the
+// object was deleted is ErrNotFound with a message saying so.
+func (s *Store) At(ctx context.Context, ref api.Ref, rev int64) (api.Object, error) {
+	if rev < 1 {
+		return api.Object{}, fmt.Errorf("%s: revision %d: %w", ref, rev, ErrNotFound)
+	}
+	base := rev - (rev-1)%s.every
+	recs, err := s.records(ctx, ref, base, rev)
+	if err != nil {
+		return api.Object{}, err
+	}
+	if len(recs) == 0 || recs[len(recs)-1].Rev != rev {
+		return api.Object{}, fmt.Errorf("%s: no revision %d: %w", ref, rev, ErrNotFound)
+	}
+	if recs[0].Rev != base {
+		return api.Object{}, fmt.Errorf("%s: revision %d is missing from history", ref, base)
+	}
+	obj, ok, err := replay(ref, recs)
+	if err != nil {
+		return api.Object{}, err
+	}
+	if !ok {
+		return api.Object{}, fmt.Errorf("%s: revision %d is its deletion: %w", ref, rev, ErrNotFound)
+	}
+	return obj, nil
+}
+
+// Rollback writes the operator-owned fields (labels and spec) of revision
+// `to` as a new revision with cause "rollback to N". A deleted object is
+// re-created.
+func (s *Store) Rollback(ctx context.Context, ref api.Ref, to int64, w Write) (Result, error) {
+	old, err := s.At(ctx, ref, to)
+	if err != nil {
+		return Result{}, err
+	}
+	w.Cause = fmt.Sprintf("rollback to %d", to)
+	return s.Mutate(ctx, ref, w, func(cur *api.Object) (*api.Object, error) {
+		next := old.DeepCopy()
+		next.Status = nil
+		if cur != nil {
+			next.Status = cur.Status
+			next.Meta.Owner = cur.Meta.Owner
+		}
+		return &next, nil
+	})
+}
+
+// IsNotFound reports whether err means the object does not exist.
+func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }

@@ -1,0 +1,88 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"skiff.dev/skiff/api"
+)
+
+// ErrCompacted means a watch asked for changes older than the store keeps
+// in its change log; the watcher must list again and continue from there.
+var ErrCompacted = errors.New("revision compacted: list again")
+
+// Event is one change seen by a watch.
+type Event struct {
+	Type     Op         `json:"type"` // Created, Configured or Deleted
+	Object   api.Object `json:"object"`
+	Revision int64      `json:"revision"` // store revision of the change
+	Err      error      `json:"-"`        // set on the last event of a failed watch
+}
+
+// Watch streams changes to objects of kind (in namespace ns, or all if ""),
+// starting after store revision `after` (as returned by List). The channel is
+// closed when ctx ends; a failure is delivered as a final event with Err set.
+func (s *Store) Watch(ctx context.Context, kind, ns string, after int64) <-chan Event {
+	p := s.prefix + "/o/" + kind + "/"
+	if ns != "" {
+		p += ns + "/"
+	}
+	out := make(chan Event, 64)
+	go func() {
+		defer close(out)
+		ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+		defer cancel()
+		wc := s.kv.Watch(ctx, p, clientv3.WithPrefix(), clientv3.WithRev(after+1), clientv3.WithPrevKV())
+		for resp := range wc {
+			if err := resp.Err(); err != nil {
+				if errors.Is(err, rpctypes.ErrCompacted) || resp.CompactRevision != 0 {
+					err = ErrCompacted
+				}
+				send(ctx, out, Event{Err: err})
+				return
+			}
+			for _, ev := range resp.Events {
+				e := Event{Revision: ev.Kv.ModRevision}
+				var raw []byte
+				switch {
+				case ev.Type == clientv3.EventTypeDelete:
+					e.Type = Deleted
+					if ev.PrevKv != nil {
+						raw = ev.PrevKv.Value
+					}
+				case ev.IsCreate():
+					e.Type, raw = Created, ev.Kv.Value
+				default:
+					e.Type, raw = Configured, ev.Kv.Value
+				}
+				if raw != nil {
+					if err := json.Unmarshal(raw, &e.Object); err != nil {
+						send(ctx, out, Event{Err: fmt.Errorf("watch %s: damaged object %s: %v", kind, ev.Kv.Key, err)})
+						return
+					}
+				}
+				if !send(ctx, out, e) {
+					return
+				}
+			}
+		}
+		if ctx.Err() == nil {
+			send(ctx, out, Event{Err: errors.New("watch ended: lost the etcd leader or connection")})
+		}
+	}()
+	return out
+}
+
+func send(ctx context.Context, out chan<- Event, e Event) bool {
+	select {
+	case out <- e:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
