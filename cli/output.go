@@ -88,7 +88,13 @@ func yamlNode(v any) *yaml.Node {
 		for k := range v {
 			keys = append(keys, k)
 		}
-		sort.Strings(keys)
+		// "name" first: lists of named things (containers, steps) read best so.
+		sort.Slice(keys, func(i, j int) bool {
+			if (keys[i] == "name") != (keys[j] == "name") {
+				return keys[i] == "name"
+			}
+			return keys[i] < keys[j]
+		})
 		for _, k := range keys {
 			n.Content = append(n.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: k}, yamlNode(v[k]))
 		}

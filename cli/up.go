@@ -67,7 +67,7 @@ func runDaemon(cmd *cobra.Command, e *env, o daemon.Options) error {
 	o.Log = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	o.Ready = func(info daemon.Info) {
 		line := fmt.Sprintf("skiff is up at %s (data %s, client config %s", info.URL, o.DataDir, info.ConfigPath)
-		if info.UserConfig != "" {
+		if info.UserConfig != "" && info.UserConfig != info.ConfigPath {
 			line += " and " + info.UserConfig
 		}
 		fmt.Fprintln(e.stdout, line+")")

@@ -1,0 +1,45 @@
+# skiff's build. `make up` runs skiff on this machine; `make test` runs every
+# test. Both first install what is missing (scripts/install-deps.sh).
+
+export PATH := /usr/local/go/bin:$(PATH)
+GO ?= go
+BIN := bin/skiff
+DATA ?= /var/lib/skiff
+LISTEN ?= 127.0.0.1:7443
+TEST_TIMEOUT ?= 25m
+
+.PHONY: all deps build install up test test-short bench vet fmt clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	$(GO) build -o $(BIN) ./cmd/skiff
+
+# Put skiff on PATH when we may (root), so a second terminal can use it.
+install: build
+	@if [ -w /usr/local/bin ]; then install -m 0755 $(BIN) /usr/local/bin/skiff; \
+	else echo "note: /usr/local/bin is not writable; use $(CURDIR)/$(BIN)"; fi
+
+up: install
+	$(BIN) up --data $(DATA) --listen $(LISTEN)
+
+vet: deps
+	$(GO) vet ./...
+
+test: deps vet
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+test-short: deps
+	$(GO) test -short -count=1 ./...
+
+bench: build
+	$(BIN) bench store
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf bin
