@@ -28,8 +28,9 @@ type EmbeddedOptions struct {
 }
 
 // StartEmbedded starts a single-member etcd cluster in dir (or restarts the
-// one already there) and returns once it serves. Its clients are in-process:
-// it listens on loopback only, on a port the kernel picks.
+// one already there) and returns once it serves. It opens no socket at all:
+// its only client is in-process, so nothing on the machine can reach etcd
+// around the API's authentication.
 func StartEmbedded(ctx context.Context, o EmbeddedOptions) (*Embedded, error) {
 	if o.Name == "" {
 		o.Name = "skiff"
@@ -41,9 +42,11 @@ func StartEmbedded(ctx context.Context, o EmbeddedOptions) (*Embedded, error) {
 	cfg.Name = o.Name
 	cfg.Dir = o.Dir
 	lo, _ := url.Parse("http://127.0.0.1:0")
-	cfg.ListenClientUrls = []url.URL{*lo}
+	// Advertised URLs are required by the configuration but never dialled:
+	// with no listeners, a lone member needs no peer or client sockets.
+	cfg.ListenClientUrls = nil
 	cfg.AdvertiseClientUrls = []url.URL{*lo}
-	cfg.ListenPeerUrls = []url.URL{*lo}
+	cfg.ListenPeerUrls = nil
 	cfg.AdvertisePeerUrls = []url.URL{*lo}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 	cfg.LogLevel = "warn"
