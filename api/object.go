@@ -35,6 +35,9 @@ type Meta struct {
 	// Owner is the object that created this one ("pinneddeployment/web"),
 	// empty for objects operators made.
 	Owner string `json:"owner,omitempty"`
+	// Deleting is set when deletion was requested: the object's down
+	// workflow (stopping → stopped) runs, and then it is removed.
+	Deleting *time.Time `json:"deleting,omitempty"`
 }
 
 // Ref names one object.

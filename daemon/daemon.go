@@ -119,8 +119,14 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w (is another skiff running? pick another address with --listen)", o.Listen, err)
 	}
+	st := store.New(kv, store.Options{Prefix: prefix})
+	orch := server.NewOrchestrator(st, kv, prefix, o.Log)
+	orchCtx, stopOrch := context.WithCancel(ctx)
+	orchDone := make(chan struct{})
+	go func() { orch.Run(orchCtx); close(orchDone) }()
+	defer func() { stopOrch(); <-orchDone }()
 	srv := &http.Server{
-		Handler:           server.New(store.New(kv, store.Options{Prefix: prefix}), tokens),
+		Handler:           server.New(st, tokens, orch),
 		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,

@@ -5,45 +5,103 @@ import (
 
 	"skiff.dev/skiff/api"
 	"skiff.dev/skiff/api/identity"
+	"skiff.dev/skiff/ownership"
 )
 
-// Authorization by identity kind, the rule every later refinement (field
-// ownership, node restriction) narrows:
+// Authorization has two layers.
 //
-//	                   labels, spec, delete, rollback   status   tokens
-//	operator admin     yes                              no       yes
-//	operator edit      yes                              no       no
-//	operator view      no                               no       no
-//	controller, node   no                               yes      no
+// By identity kind and role, what a request may attempt:
 //
-// Everyone authenticated may read.
+//	                   apply, delete, rollback        status   work   tokens
+//	operator admin     yes                            no       no     yes
+//	operator edit      yes                            no       no     no
+//	operator view      no                             no       no     no
+//	controller:NAME    its own Controller object      yes      yes    no
+//	node:NAME          its own Node object            yes      yes    no
+//
+// Then by field ownership, what a write may change: every changed field
+// must belong to the writer (ownership.Registry.CheckWrite). Operators own
+// labels and spec; each status field has at most one controller owning it;
+// nodes write what the agent controller owns.
+//
+// Everyone authenticated may read; controllers see only the fields they
+// declared they read or own.
 
-func kindOf(tok Token) string { k, _, _ := strings.Cut(tok.Identity, ":"); return k }
+func identityOf(tok Token) identity.Identity {
+	kind, name, _ := strings.Cut(tok.Identity, ":")
+	return identity.Identity{Kind: kind, Name: name}
+}
 
-// authorizeIntent checks a write of operator intent: labels and spec.
-func authorizeIntent(tok Token, ref api.Ref) error {
-	switch kindOf(tok) {
+// authorizeApply checks who may create or replace an object's intent.
+func authorizeApply(tok Token, ref api.Ref) error {
+	id := identityOf(tok)
+	switch id.Kind {
 	case identity.Operator:
 		if tok.Role == RoleView {
 			return forbidden("%s has the view role and may not change %s", tok.Identity, ref)
 		}
 		return nil
-	default:
-		return forbidden("%s may not change the labels or spec of %s: they are operator intent (controllers and nodes write status)", tok.Identity, ref)
+	case identity.Controller:
+		if ref.Kind == "Controller" && ref.Name == id.Name {
+			return nil // a controller registers itself
+		}
+	case identity.Node:
+		if ref.Kind == "Node" && ref.Name == id.Name {
+			return nil // a node registers itself
+		}
 	}
+	return forbidden("%s may not change the labels or spec of %s: they are operator intent (controllers and nodes write the status fields they own)", tok.Identity, ref)
 }
 
-// authorizeStatus checks a write of observed state.
+// authorizeDelete checks who may delete or roll back.
+func authorizeDelete(tok Token, ref api.Ref, verb string) error {
+	id := identityOf(tok)
+	if id.Kind != identity.Operator {
+		return forbidden("%s may not %s %s: only operators do", tok.Identity, verb, ref)
+	}
+	if tok.Role == RoleView {
+		return forbidden("%s has the view role and may not %s %s", tok.Identity, verb, ref)
+	}
+	return nil
+}
+
+// authorizeStatus checks a write of observed state before ownership.
 func authorizeStatus(tok Token, ref api.Ref) error {
-	if kindOf(tok) == identity.Operator {
+	if identityOf(tok).Kind == identity.Operator {
 		return forbidden("%s may not write the status of %s: status is written by controllers and nodes; change spec or labels instead", tok.Identity, ref)
 	}
 	return nil
 }
 
 func authorizeAdmin(tok Token, what string) error {
-	if kindOf(tok) != identity.Operator || tok.Role != RoleAdmin {
+	if identityOf(tok).Kind != identity.Operator || tok.Role != RoleAdmin {
 		return forbidden("%s may not %s: that needs an operator token with the admin role", tok.Identity, what)
 	}
 	return nil
+}
+
+// checkFields enforces field ownership on a change of obj from old to new.
+func checkFields(owners *ownership.Registry, tok Token, cur *api.Object, next *api.Object) error {
+	var old map[string]any
+	managed := ""
+	if cur != nil {
+		old = bodyOf(cur)
+		managed = cur.Meta.Owner
+	}
+	if err := owners.CheckWrite(next.Kind, next.Ref().String(), identityOf(tok), managed, "", old, bodyOf(next)); err != nil {
+		return &statusError{kind: errForbidden, msg: err.Error()}
+	}
+	return nil
+}
+
+// stripFor returns what identity may see of obj: controllers see only the
+// fields they declared; everyone else sees it whole.
+func stripFor(owners *ownership.Registry, tok Token, obj api.Object) api.Object {
+	id := identityOf(tok)
+	if id.Kind != identity.Controller {
+		return obj
+	}
+	out := obj
+	setBody(&out, owners.Strip(obj.Kind, id.Name, bodyOf(&obj)))
+	return out
 }

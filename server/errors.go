@@ -17,6 +17,7 @@ var (
 	errNotFound        = errors.New("not found")
 	errTooLarge        = errors.New("request too large")
 	errMethod          = errors.New("method not allowed")
+	errConflict        = errors.New("conflict")
 )
 
 // statusError is an error with its HTTP answer chosen where it was made.
@@ -55,7 +56,7 @@ func httpStatus(err error) (int, string) {
 		return http.StatusMethodNotAllowed, "method_not_allowed"
 	case errors.Is(err, api.ErrInvalid):
 		return http.StatusBadRequest, "invalid"
-	case errors.Is(err, store.ErrConflict):
+	case errors.Is(err, store.ErrConflict), errors.Is(err, errConflict):
 		return http.StatusConflict, "conflict"
 	case errors.Is(err, store.ErrExists):
 		return http.StatusConflict, "exists"

@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -23,7 +24,9 @@ import (
 	"skiff.dev/skiff/api"
 	"skiff.dev/skiff/api/identity"
 	"skiff.dev/skiff/api/labels"
+	"skiff.dev/skiff/ownership"
 	"skiff.dev/skiff/store"
+	"skiff.dev/skiff/workflow"
 )
 
 // MaxBodyBytes bounds every request body.
@@ -33,13 +36,15 @@ const MaxBodyBytes = 4 << 20
 type Server struct {
 	store   *store.Store
 	tokens  *Tokens
+	orch    *Orchestrator
 	mux     *http.ServeMux
 	metrics *metrics
 }
 
-// New returns a server over a store and a token registry.
-func New(st *store.Store, tokens *Tokens) *Server {
-	s := &Server{store: st, tokens: tokens, mux: http.NewServeMux(), metrics: newMetrics()}
+// New returns a server over a store, a token registry and the workflow
+// orchestrator (which also holds the field owners the API enforces).
+func New(st *store.Store, tokens *Tokens, orch *Orchestrator) *Server {
+	s := &Server{store: st, tokens: tokens, orch: orch, mux: http.NewServeMux(), metrics: newMetrics()}
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		io.WriteString(w, "ok\n")
@@ -52,8 +57,15 @@ func New(st *store.Store, tokens *Tokens) *Server {
 	s.route("POST /v1/tokens", "tokens", s.createToken)
 	s.route("GET /v1/tokens", "tokens", s.listTokens)
 	s.route("DELETE /v1/tokens/{id}", "tokens", s.revokeToken)
+	s.route("GET /v1/work", "work", s.takeWork)
+	s.route("POST /v1/work/{id}/log", "work", s.logWork)
+	s.route("POST /v1/work/{id}/done", "work", s.completeWork)
+	s.route("GET /v1/controllers", "controllers", s.listControllers)
+	s.route("POST /v1/controllers/verify", "controllers", s.verifyController)
 	return s
 }
+
+func (s *Server) owners() *ownership.Registry { return s.orch.Owners() }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
@@ -136,25 +148,35 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request, tok Token) error 
 		return err
 	}
 	ref := obj.Ref()
-	if err := authorizeIntent(tok, ref); err != nil {
+	if err := authorizeApply(tok, ref); err != nil {
 		return err
 	}
 	expect, err := expectParam(r)
 	if err != nil {
 		return err
 	}
+	if obj.Kind == "Controller" {
+		if err := s.orch.Verify(r.Context(), obj); err != nil {
+			return err
+		}
+	}
+	owners := s.owners()
 	res, err := s.store.Mutate(r.Context(), ref, store.Write{Changer: tok.Identity, Cause: "apply", Expect: expect},
 		func(cur *api.Object) (*api.Object, error) {
-			if cur == nil {
-				return &obj, nil
+			next := obj.DeepCopy()
+			if cur != nil {
+				next = cur.DeepCopy()
+				next.Labels, next.Spec = obj.Labels, obj.Spec
 			}
-			cur.Labels, cur.Spec = obj.Labels, obj.Spec
-			return cur, nil
+			if err := checkFields(owners, tok, cur, &next); err != nil {
+				return nil, err
+			}
+			return &next, nil
 		})
 	if err != nil {
 		return err
 	}
-	writeJSON(w, 200, WriteResult{Op: res.Op, Object: res.Object})
+	writeJSON(w, 200, WriteResult{Op: res.Op, Object: stripFor(owners, tok, res.Object)})
 	return nil
 }
 
@@ -202,7 +224,7 @@ func (s *Server) objects(w http.ResponseWriter, r *http.Request, tok Token) erro
 		if r.Method != http.MethodGet {
 			return errMethod
 		}
-		return s.list(w, r, p)
+		return s.list(w, r, tok, p)
 	}
 	sub := strings.Join(p.sub, "/")
 	switch {
@@ -211,20 +233,18 @@ func (s *Server) objects(w http.ResponseWriter, r *http.Request, tok Token) erro
 		if err != nil {
 			return err
 		}
-		writeJSON(w, 200, o)
+		writeJSON(w, 200, stripFor(s.owners(), tok, o))
 	case sub == "" && r.Method == http.MethodDelete:
-		if err := authorizeIntent(tok, p.ref()); err != nil {
-			return err
-		}
-		expect, err := expectParam(r)
+		return s.delete(w, r, tok, p.ref())
+	case sub == "runs" && r.Method == http.MethodGet:
+		runs, err := s.orch.Runs(r.Context(), p.ref())
 		if err != nil {
 			return err
 		}
-		o, err := s.store.Delete(r.Context(), p.ref(), store.Write{Changer: tok.Identity, Expect: expect})
-		if err != nil {
-			return err
+		if runs == nil {
+			runs = []workflow.RunRecord{}
 		}
-		writeJSON(w, 200, WriteResult{Op: store.Deleted, Object: o})
+		writeJSON(w, 200, runs)
 	case sub == "status" && r.Method == http.MethodPut:
 		return s.putStatus(w, r, tok, p.ref())
 	case sub == "history" && r.Method == http.MethodGet:
@@ -249,9 +269,9 @@ func (s *Server) objects(w http.ResponseWriter, r *http.Request, tok Token) erro
 		if err != nil {
 			return err
 		}
-		writeJSON(w, 200, o)
+		writeJSON(w, 200, stripFor(s.owners(), tok, o))
 	case sub == "rollback" && r.Method == http.MethodPost:
-		if err := authorizeIntent(tok, p.ref()); err != nil {
+		if err := authorizeDelete(tok, p.ref(), "roll back"); err != nil {
 			return err
 		}
 		var req struct {
@@ -264,7 +284,28 @@ func (s *Server) objects(w http.ResponseWriter, r *http.Request, tok Token) erro
 		if err := json.Unmarshal(body, &req); err != nil || req.To < 1 {
 			return badRequest(`rollback needs {"to": REVISION}`)
 		}
-		res, err := s.store.Rollback(r.Context(), p.ref(), req.To, store.Write{Changer: tok.Identity})
+		old, err := s.store.At(r.Context(), p.ref(), req.To)
+		if err != nil {
+			return err
+		}
+		if old.Kind == "Controller" {
+			if err := s.orch.Verify(r.Context(), old); err != nil {
+				return err
+			}
+		}
+		owners := s.owners()
+		res, err := s.store.Mutate(r.Context(), p.ref(), store.Write{Changer: tok.Identity, Cause: fmt.Sprintf("rollback to %d", req.To)},
+			func(cur *api.Object) (*api.Object, error) {
+				next := old.DeepCopy()
+				next.Status, next.Meta.Deleting = nil, nil
+				if cur != nil {
+					next.Status, next.Meta.Owner, next.Meta.Deleting = cur.Status, cur.Meta.Owner, cur.Meta.Deleting
+				}
+				if err := checkFields(owners, tok, cur, &next); err != nil {
+					return nil, err
+				}
+				return &next, nil
+			})
 		if err != nil {
 			return err
 		}
@@ -275,6 +316,33 @@ func (s *Server) objects(w http.ResponseWriter, r *http.Request, tok Token) erro
 	return nil
 }
 
+// delete removes an object, through its down workflow when its kind has
+// one: the object is marked as being deleted, its steps run, then it goes.
+func (s *Server) delete(w http.ResponseWriter, r *http.Request, tok Token, ref api.Ref) error {
+	if err := authorizeDelete(tok, ref, "delete"); err != nil {
+		return err
+	}
+	expect, err := expectParam(r)
+	if err != nil {
+		return err
+	}
+	wr := store.Write{Changer: tok.Identity, Expect: expect}
+	if s.orch.HasDown(ref.Kind) {
+		res, err := s.store.RequestDeletion(r.Context(), ref, wr)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, 200, WriteResult{Op: "deleting", Object: res.Object})
+		return nil
+	}
+	o, err := s.store.Delete(r.Context(), ref, wr)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, WriteResult{Op: store.Deleted, Object: o})
+	return nil
+}
+
 // ListResult is the answer to a list: the objects and the store revision to
 // watch from.
 type ListResult struct {
@@ -282,7 +350,7 @@ type ListResult struct {
 	Revision int64        `json:"revision"`
 }
 
-func (s *Server) list(w http.ResponseWriter, r *http.Request, p objectPath) error {
+func (s *Server) list(w http.ResponseWriter, r *http.Request, tok Token, p objectPath) error {
 	sel, err := labels.Parse(r.URL.Query().Get("selector"))
 	if err != nil {
 		return badRequest("selector: %v", err)
@@ -292,9 +360,10 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, p objectPath) erro
 		return err
 	}
 	items := objs[:0]
+	owners := s.owners()
 	for _, o := range objs {
 		if sel.Matches(o.Labels) {
-			items = append(items, o)
+			items = append(items, stripFor(owners, tok, o))
 		}
 	}
 	if items == nil {
@@ -326,18 +395,23 @@ func (s *Server) putStatus(w http.ResponseWriter, r *http.Request, tok Token, re
 	if err != nil {
 		return err
 	}
+	owners := s.owners()
 	res, err := s.store.Mutate(r.Context(), ref, store.Write{Changer: tok.Identity, Cause: "status", Expect: expect},
 		func(cur *api.Object) (*api.Object, error) {
 			if cur == nil {
 				return nil, nil
 			}
-			cur.Status = req.Status
-			return cur, nil
+			next := cur.DeepCopy()
+			next.Status = req.Status
+			if err := checkFields(owners, tok, cur, &next); err != nil {
+				return nil, err
+			}
+			return &next, nil
 		})
 	if err != nil {
 		return err
 	}
-	writeJSON(w, 200, WriteResult{Op: res.Op, Object: res.Object})
+	writeJSON(w, 200, WriteResult{Op: res.Op, Object: stripFor(owners, tok, res.Object)})
 	return nil
 }
 
@@ -372,6 +446,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, tok Token) error 
 			enc.Encode(map[string]string{"error": ev.Err.Error()})
 			return nil
 		}
+		ev.Object = stripFor(s.owners(), tok, ev.Object)
 		if err := enc.Encode(ev); err != nil {
 			return nil
 		}

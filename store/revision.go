@@ -54,12 +54,15 @@ func body(o *api.Object) map[string]any {
 	if o.Meta.Owner != "" {
 		b["owner"] = o.Meta.Owner
 	}
+	if o.Meta.Deleting != nil {
+		b["deleting"] = o.Meta.Deleting.UTC().Format(time.RFC3339Nano)
+	}
 	return b
 }
 
 // fromBody fills o's labels, spec, status and owner from a body.
 func fromBody(o *api.Object, b map[string]any) error {
-	o.Labels, o.Spec, o.Status, o.Meta.Owner = nil, nil, nil, ""
+	o.Labels, o.Spec, o.Status, o.Meta.Owner, o.Meta.Deleting = nil, nil, nil, "", nil
 	for k, v := range b {
 		switch k {
 		case "labels":
@@ -78,6 +81,13 @@ func fromBody(o *api.Object, b map[string]any) error {
 			o.Status, _ = v.(map[string]any)
 		case "owner":
 			o.Meta.Owner, _ = v.(string)
+		case "deleting":
+			s, _ := v.(string)
+			t, err := time.Parse(time.RFC3339Nano, s)
+			if err != nil {
+				return fmt.Errorf("deleting: %q in history", s)
+			}
+			o.Meta.Deleting = &t
 		default:
 			return fmt.Errorf("unknown part %q in history", k)
 		}

@@ -193,6 +193,7 @@ func (s *Store) write(ctx context.Context, ref api.Ref, w Write, cur *api.Object
 	obj := api.Object{Kind: ref.Kind, Namespace: ref.Namespace, Name: ref.Name,
 		Labels: next.Labels, Spec: next.Spec, Status: next.Status}
 	obj.Meta.Owner = next.Meta.Owner
+	obj.Meta.Deleting = next.Meta.Deleting
 	newBody := body(&obj)
 	rec := record{Time: now.UnixMilli(), Changer: w.Changer, Cause: w.Cause}
 
@@ -402,6 +403,25 @@ func (s *Store) At(ctx context.Context, ref api.Ref, rev int64) (api.Object, err
 	return obj, nil
 }
 
+// RequestDeletion marks an object as being deleted; its down workflow runs
+// and then removes it with Delete.
+func (s *Store) RequestDeletion(ctx context.Context, ref api.Ref, w Write) (Result, error) {
+	if w.Cause == "" {
+		w.Cause = "delete requested"
+	}
+	return s.Mutate(ctx, ref, w, func(cur *api.Object) (*api.Object, error) {
+		if cur == nil {
+			return nil, nil
+		}
+		if cur.Meta.Deleting != nil {
+			return nil, nil // already being deleted
+		}
+		t := s.now().UTC().Truncate(time.Millisecond)
+		cur.Meta.Deleting = &t
+		return cur, nil
+	})
+}
+
 // Rollback writes the operator-owned fields (labels and spec) of revision
 // `to` as a new revision with cause "rollback to N". A deleted object is
 // re-created.
@@ -414,7 +434,9 @@ func (s *Store) Rollback(ctx context.Context, ref api.Ref, to int64, w Write) (R
 	return s.Mutate(ctx, ref, w, func(cur *api.Object) (*api.Object, error) {
 		next := old.DeepCopy()
 		next.Status = nil
+		next.Meta.Deleting = nil
 		if cur != nil {
+			next.Meta.Deleting = cur.Meta.Deleting
 			next.Status = cur.Status
 			next.Meta.Owner = cur.Meta.Owner
 		}

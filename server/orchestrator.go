@@ -1,0 +1,436 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"skiff.dev/skiff/api"
+	"skiff.dev/skiff/api/fieldpath"
+	"skiff.dev/skiff/api/identity"
+	"skiff.dev/skiff/ownership"
+	"skiff.dev/skiff/store"
+	"skiff.dev/skiff/workflow"
+)
+
+// Orchestrator wires the workflow engine to the store: it keeps the
+// compiled controller registrations, feeds object changes to the engine,
+// applies steps' field writes with ownership enforced, records runs in etcd
+// and holds the queue remote controllers and nodes take work from.
+type Orchestrator struct {
+	store  *store.Store
+	kv     *clientv3.Client
+	prefix string
+	log    *slog.Logger
+
+	Engine *workflow.Engine
+	Local  *workflow.Local
+	Queue  *workflow.Queue
+	rec    *runRecorder
+
+	mu       sync.RWMutex
+	compiled *workflow.Compiled // guarded by mu
+}
+
+// NewOrchestrator builds an orchestrator; Start runs it.
+func NewOrchestrator(st *store.Store, kv *clientv3.Client, prefix string, log *slog.Logger) *Orchestrator {
+	o := &Orchestrator{store: st, kv: kv, prefix: prefix, log: log, Queue: &workflow.Queue{}}
+	o.rec = &runRecorder{kv: kv, prefix: prefix + "/runs/", dirty: map[string]workflow.RunRecord{}, log: log}
+	o.Local = &workflow.Local{Fallback: o.Queue}
+	o.Engine = workflow.NewEngine(workflow.Options{Objects: o, Dispatcher: o.Local, Recorder: o.rec})
+	o.Local.Engine = o.Engine
+	o.Local.Handle("admission", admit)
+	c, err := workflow.Compile(workflow.Builtin())
+	if err != nil {
+		panic("built-in registrations do not compile: " + err.Error())
+	}
+	o.compiled = c
+	o.Engine.SetGraphs(c.Graphs)
+	return o
+}
+
+// admit is the built-in admission step: the pod's spec must still be valid
+// (the API checked it on write; this is where later checks, such as
+// privilege grants, hook in).
+func admit(ctx context.Context, item *workflow.WorkItem, log func(string, map[string]any)) workflow.Result {
+	spec, _ := item.Object["spec"].(map[string]any)
+	if _, err := api.Normalize(api.Object{Kind: item.Kind, Name: item.Name, Namespace: item.Namespace, Spec: spec}); err != nil {
+		return workflow.Result{Err: err.Error()}
+	}
+	return workflow.Result{}
+}
+
+// Compiled returns the current registrations.
+func (o *Orchestrator) Compiled() *workflow.Compiled {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	return o.compiled
+}
+
+// Owners returns the current field owners.
+func (o *Orchestrator) Owners() *ownership.Registry { return o.Compiled().Owners }
+
+// registrations turns Controller objects into registrations after the
+// built-ins, oldest first, so that in a conflict the incumbent wins.
+func registrations(objs []api.Object) ([]workflow.Registration, []error) {
+	objs = append([]api.Object(nil), objs...)
+	sort.SliceStable(objs, func(i, j int) bool { return objs[i].Meta.Created.Before(objs[j].Meta.Created) })
+	regs := workflow.Builtin()
+	builtin := map[string]bool{}
+	for _, r := range regs {
+		builtin[r.Name] = true
+	}
+	var errs []error
+	for _, obj := range objs {
+		if builtin[obj.Name] {
+			continue
+		}
+		spec, err := api.DecodeSpecAs[api.ControllerSpec](&obj)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("controller/%s: %v", obj.Name, err))
+			continue
+		}
+		regs = append(regs, workflow.Registration{Name: obj.Name, Spec: *spec})
+	}
+	return regs, errs
+}
+
+// Verify checks a Controller object against every other registration, as
+// if it replaced the one of the same name.
+func (o *Orchestrator) Verify(ctx context.Context, obj api.Object) error {
+	for _, r := range workflow.Builtin() {
+		if r.Name == obj.Name {
+			return &statusError{kind: errForbidden, msg: fmt.Sprintf("controller/%s is built in and cannot be registered again", obj.Name)}
+		}
+	}
+	objs, _, err := o.store.List(ctx, "Controller", "")
+	if err != nil {
+		return err
+	}
+	others := objs[:0]
+	for _, x := range objs {
+		if x.Name != obj.Name {
+			others = append(others, x)
+		}
+	}
+	regs, _ := registrations(others)
+	newcomer, errs := registrations([]api.Object{obj})
+	if len(errs) > 0 {
+		return errs[0]
+	}
+	regs = append(regs, newcomer[len(workflow.Builtin()):]...)
+	if _, err := workflow.Compile(regs); err != nil {
+		var ve *workflow.VerifyError
+		if errors.As(err, &ve) {
+			return &VerifyFailed{Problems: ve.Problems}
+		}
+		return err
+	}
+	return nil
+}
+
+// VerifyFailed lists why a registration was refused.
+type VerifyFailed struct{ Problems []string }
+
+func (e *VerifyFailed) Error() string {
+	return "registration refused: " + strings.Join(e.Problems, "; ")
+}
+func (e *VerifyFailed) Is(t error) bool { return t == api.ErrInvalid }
+
+// reload compiles the stored registrations and hands the graphs to the
+// engine. A registration that no longer compiles with the others is left
+// out and logged; the API refuses such writes, so this means damage.
+func (o *Orchestrator) reload(ctx context.Context) error {
+	objs, _, err := o.store.List(ctx, "Controller", "")
+	if err != nil {
+		return err
+	}
+	regs, errs := registrations(objs)
+	for _, e := range errs {
+		o.log.Error("controller registration ignored", "err", e)
+	}
+	c, err := workflow.Compile(regs)
+	for err != nil && len(regs) > len(workflow.Builtin()) {
+		o.log.Error("controller registrations do not verify together; dropping the newest", "err", err)
+		regs = regs[:len(regs)-1]
+		c, err = workflow.Compile(regs)
+	}
+	if err != nil {
+		return err
+	}
+	o.mu.Lock()
+	o.compiled = c
+	o.mu.Unlock()
+	o.Engine.SetGraphs(c.Graphs)
+	return nil
+}
+
+// Run feeds the engine until ctx ends: registrations first, then every
+// object of a kind with workflows, then their changes.
+func (o *Orchestrator) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(2)
+	go func() { defer wg.Done(); o.rec.run(ctx) }()
+	go o.follow(ctx, "Controller", func(store.Event) {
+		if err := o.reload(ctx); err != nil {
+			o.log.Error("reload controllers", "err", err)
+		}
+	}, func([]api.Object) {
+		if err := o.reload(ctx); err != nil {
+			o.log.Error("load controllers", "err", err)
+		}
+	}, wg.Done)
+	o.follow(ctx, "Pod", func(ev store.Event) {
+		if ev.Type == store.Deleted {
+			o.Engine.Forget(toRef(ev.Object.Ref()))
+			return
+		}
+		o.Engine.Submit(toObject(ev.Object))
+	}, func(objs []api.Object) {
+		for _, obj := range objs {
+			if runs, err := o.rec.load(ctx, obj.Ref()); err == nil && len(runs) > 0 {
+				o.Engine.Seed(toRef(obj.Ref()), runs)
+			}
+			o.Engine.Submit(toObject(obj))
+		}
+	}, func() {})
+}
+
+// follow lists a kind, then watches it, listing again when the watch
+// falls behind or fails.
+func (o *Orchestrator) follow(ctx context.Context, kind string, onEvent func(store.Event), onList func([]api.Object), done func()) {
+	defer done()
+	for ctx.Err() == nil {
+		objs, rev, err := o.store.List(ctx, kind, "")
+		if err != nil {
+			o.log.Error("list for workflows", "kind", kind, "err", err)
+			sleep(ctx, time.Second)
+			continue
+		}
+		onList(objs)
+		for ev := range o.store.Watch(ctx, kind, "", rev) {
+			if ev.Err != nil {
+				o.log.Warn("watch for workflows ended; listing again", "kind", kind, "err", ev.Err)
+				break
+			}
+			onEvent(ev)
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-time.After(d):
+	case <-ctx.Done():
+	}
+}
+
+func toRef(r api.Ref) workflow.Ref {
+	return workflow.Ref{Kind: r.Kind, Namespace: r.Namespace, Name: r.Name}
+}
+
+func fromRef(r workflow.Ref) api.Ref {
+	return api.Ref{Kind: r.Kind, Namespace: r.Namespace, Name: r.Name}
+}
+
+func toObject(obj api.Object) workflow.Object {
+	return workflow.Object{Ref: toRef(obj.Ref()), Generation: obj.Meta.Generation,
+		Deleting: obj.Meta.Deleting != nil, Body: bodyOf(&obj)}
+}
+
+// bodyOf is the part of an object fields are owned and read in.
+func bodyOf(o *api.Object) map[string]any {
+	b := map[string]any{}
+	if len(o.Labels) > 0 {
+		l := make(map[string]any, len(o.Labels))
+		for k, v := range o.Labels {
+			l[k] = v
+		}
+		b["labels"] = l
+	}
+	if len(o.Spec) > 0 {
+		b["spec"] = o.Spec
+	}
+	if len(o.Status) > 0 {
+		b["status"] = o.Status
+	}
+	return b
+}
+
+// setBody writes a body's labels, spec and status back into an object.
+func setBody(o *api.Object, b map[string]any) {
+	o.Labels, o.Spec, o.Status = nil, nil, nil
+	if l, ok := b["labels"].(map[string]any); ok && len(l) > 0 {
+		o.Labels = make(map[string]string, len(l))
+		for k, v := range l {
+			o.Labels[k], _ = v.(string)
+		}
+	}
+	o.Spec, _ = b["spec"].(map[string]any)
+	if st, ok := b["status"].(map[string]any); ok && len(st) > 0 {
+		o.Status = st
+	}
+}
+
+// Write applies a successful step's field writes, as its changer, with
+// field ownership enforced. It implements workflow.Objects.
+func (o *Orchestrator) Write(ctx context.Context, ref workflow.Ref, changer, step string, writes map[string]any) (map[string]any, error) {
+	id, err := identity.Parse(changer)
+	if err != nil {
+		return nil, err
+	}
+	ops := make([]fieldpath.Op, 0, len(writes))
+	for p, v := range writes {
+		if _, err := fieldpath.Parse(p); err != nil {
+			return nil, fmt.Errorf("write %q: %v", p, err)
+		}
+		ops = append(ops, fieldpath.Op{Path: p, Value: v})
+	}
+	sort.Slice(ops, func(i, j int) bool { return ops[i].Path < ops[j].Path })
+	var body map[string]any
+	_, err = o.store.Mutate(ctx, fromRef(ref), store.Write{Changer: changer, Cause: "step " + step},
+		func(cur *api.Object) (*api.Object, error) {
+			if cur == nil {
+				return nil, fmt.Errorf("%s is gone", ref)
+			}
+			old := bodyOf(cur)
+			next, err := fieldpath.Apply(fieldpath.DeepCopy(old), ops)
+			if err != nil {
+				return nil, err
+			}
+			nb, _ := next.(map[string]any)
+			if err := o.Owners().CheckWrite(ref.Kind, ref.String(), id, cur.Meta.Owner, "", old, nb); err != nil {
+				return nil, err
+			}
+			setBody(cur, nb)
+			body = nb
+			return cur, nil
+		})
+	return body, err
+}
+
+// Remove deletes an object whose down run finished. It implements
+// workflow.Objects.
+func (o *Orchestrator) Remove(ctx context.Context, ref workflow.Ref) error {
+	_, err := o.store.Delete(ctx, fromRef(ref), store.Write{Changer: "controller:workflow", Cause: "delete: stopped"})
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		o.log.Error("remove after deletion run", "object", ref, "err", err)
+	}
+	return err
+}
+
+// HasDown reports whether deleting objects of kind goes through a run.
+func (o *Orchestrator) HasDown(kind string) bool {
+	for _, g := range o.Compiled().Graphs {
+		if g.Kind == kind && g.Phase == workflow.Down {
+			return true
+		}
+	}
+	return false
+}
+
+// Runs returns an object's runs, newest first, from the engine or, for an
+// object it does not know, from etcd.
+func (o *Orchestrator) Runs(ctx context.Context, ref api.Ref) ([]workflow.RunRecord, error) {
+	if runs := o.Engine.Runs(toRef(ref)); len(runs) > 0 {
+		return runs, nil
+	}
+	runs, err := o.rec.load(ctx, ref)
+	for i, j := 0, len(runs)-1; i < j; i, j = i+1, j-1 {
+		runs[i], runs[j] = runs[j], runs[i]
+	}
+	return runs, err
+}
+
+// runRecorder writes run records to etcd, coalescing changes to one write
+// per run every flush interval, and keeps the newest KeepRuns per object.
+type runRecorder struct {
+	kv     *clientv3.Client
+	prefix string
+	log    *slog.Logger
+	mu     sync.Mutex
+	dirty  map[string]workflow.RunRecord // key → newest copy; guarded by mu
+}
+
+const keepRuns = 10
+
+func (r *runRecorder) objPrefix(kind, ns, name string) string {
+	if ns == "" {
+		ns = "_"
+	}
+	return r.prefix + kind + "/" + ns + "/" + name + "/"
+}
+
+func (r *runRecorder) Record(rec workflow.RunRecord) {
+	r.mu.Lock()
+	r.dirty[r.objPrefix(rec.Kind, rec.Namespace, rec.Name)+rec.ID] = rec
+	r.mu.Unlock()
+}
+
+func (r *runRecorder) run(ctx context.Context) {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			r.flush(context.Background())
+			return
+		case <-t.C:
+			r.flush(ctx)
+		}
+	}
+}
+
+func (r *runRecorder) flush(ctx context.Context) {
+	r.mu.Lock()
+	dirty := r.dirty
+	r.dirty = map[string]workflow.RunRecord{}
+	r.mu.Unlock()
+	prefixes := map[string]bool{}
+	for key, rec := range dirty {
+		b, err := json.Marshal(rec)
+		if err != nil {
+			continue
+		}
+		if _, err := r.kv.Put(ctx, key, string(b)); err != nil {
+			r.log.Warn("record run", "run", key, "err", err)
+		}
+		prefixes[r.objPrefix(rec.Kind, rec.Namespace, rec.Name)] = true
+	}
+	for p := range prefixes {
+		resp, err := r.kv.Get(ctx, p, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+		if err != nil || len(resp.Kvs) <= keepRuns {
+			continue
+		}
+		// Run IDs sort by start time: drop the oldest.
+		for _, kv := range resp.Kvs[:len(resp.Kvs)-keepRuns] {
+			r.kv.Delete(ctx, string(kv.Key))
+		}
+	}
+}
+
+// load reads an object's recorded runs, oldest first.
+func (r *runRecorder) load(ctx context.Context, ref api.Ref) ([]workflow.RunRecord, error) {
+	resp, err := r.kv.Get(ctx, r.objPrefix(ref.Kind, ref.Namespace, ref.Name), clientv3.WithPrefix())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]workflow.RunRecord, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var rec workflow.RunRecord
+		if json.Unmarshal(kv.Value, &rec) == nil {
+			out = append(out, rec)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Started.Before(out[j].Started) })
+	return out, nil
+}

@@ -1,0 +1,198 @@
+// Package testcluster runs the real skiff binary for tests: it builds it
+// once, starts `skiff up` on a fresh data directory with a free port, and
+// runs CLI commands against it as an operator would type them.
+package testcluster
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"skiff.dev/skiff/client"
+)
+
+// Binary is the skiff binary Build made.
+var Binary string
+
+// Build compiles cmd/skiff into a temporary directory; call it from
+// TestMain and the returned cleanup after m.Run.
+func Build() (cleanup func(), err error) {
+	dir, err := os.MkdirTemp("", "skiff-test-bin-")
+	if err != nil {
+		return nil, err
+	}
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	Binary = filepath.Join(dir, "skiff")
+	build := exec.Command("go", "build", "-o", Binary, "./cmd/skiff")
+	build.Dir = root
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("build skiff: %w", err)
+	}
+	return func() { os.RemoveAll(dir) }, nil
+}
+
+// Main is a TestMain that builds the binary first.
+func Main(m *testing.M) {
+	cleanup, err := Build()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	cleanup()
+	os.Exit(code)
+}
+
+// Cluster is one `skiff up` process.
+type Cluster struct {
+	t      *testing.T
+	Data   string
+	Env    []string
+	cmd    *exec.Cmd
+	stderr *bytes.Buffer
+	URL    string
+}
+
+// Up starts `skiff up` on data and waits until it says it is ready.
+func Up(t *testing.T, data string) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, Data: data, stderr: &bytes.Buffer{}}
+	home := filepath.Join(filepath.Dir(data), "home")
+	c.Env = append(os.Environ(), "HOME="+home, "SKIFF_CONFIG="+filepath.Join(data, "config"))
+	c.cmd = exec.Command(Binary, "up", "--data", data, "--listen", "127.0.0.1:0")
+	c.cmd.Env = c.Env
+	c.cmd.Stderr = c.stderr
+	out, err := c.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if c.cmd.ProcessState == nil {
+			c.cmd.Process.Kill()
+			c.cmd.Wait()
+		}
+	})
+	ready := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "skiff is up at ") {
+				ready <- sc.Text()
+			}
+		}
+	}()
+	select {
+	case line := <-ready:
+		c.URL = strings.Fields(line)[4]
+	case <-time.After(60 * time.Second):
+		t.Fatalf("skiff up did not say it was ready; stderr:\n%s", c.stderr)
+	}
+	return c
+}
+
+// Stop sends Ctrl-C and expects a clean exit.
+func (c *Cluster) Stop() {
+	c.t.Helper()
+	c.cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan error, 1)
+	go func() { done <- c.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			c.t.Fatalf("skiff up exited with %v after Ctrl-C; stderr:\n%s", err, c.stderr)
+		}
+	case <-time.After(30 * time.Second):
+		c.t.Fatalf("skiff up did not stop within 30s of Ctrl-C")
+	}
+}
+
+// Run runs the CLI and returns stdout, stderr and the exit code.
+func (c *Cluster) Run(stdin string, args ...string) (string, string, int) {
+	c.t.Helper()
+	cmd := exec.Command(Binary, args...)
+	cmd.Env = c.Env
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		c.t.Fatal(err)
+	}
+	return out.String(), errb.String(), code
+}
+
+// OK runs the CLI and fails the test unless it succeeds.
+func (c *Cluster) OK(stdin string, args ...string) string {
+	c.t.Helper()
+	out, errs, code := c.Run(stdin, args...)
+	if code != 0 {
+		c.t.Fatalf("skiff %s: exit %d: %s", strings.Join(args, " "), code, errs)
+	}
+	return out
+}
+
+// Config returns the admin client config skiff up wrote.
+func (c *Cluster) Config() client.Config {
+	c.t.Helper()
+	b, err := os.ReadFile(filepath.Join(c.Data, "config"))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	var cfg client.Config
+	if err := yaml.Unmarshal(b, &cfg); err != nil {
+		c.t.Fatal(err)
+	}
+	return cfg
+}
+
+// Client returns a Go client with the given token (the admin's if "").
+func (c *Cluster) Client(token string) *client.Client {
+	c.t.Helper()
+	cfg := c.Config()
+	if token != "" {
+		cfg.Token = token
+	}
+	cl, err := client.New(cfg)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return cl
+}
+
+// Token creates a token with the CLI: "--operator", "alice", "--role", "view".
+func (c *Cluster) Token(args ...string) string {
+	c.t.Helper()
+	return strings.TrimSpace(c.OK("", append([]string{"token", "create"}, args...)...))
+}
+
+// ConfigWithToken writes a client config that uses another token and
+// returns its path.
+func (c *Cluster) ConfigWithToken(token string) string {
+	c.t.Helper()
+	cfg := c.Config()
+	cfg.Token = token
+	p := filepath.Join(c.t.TempDir(), "config")
+	if err := cfg.Save(p); err != nil {
+		c.t.Fatal(err)
+	}
+	return p
+}

@@ -1,0 +1,160 @@
+package workflow
+
+import (
+	"context"
+	"sync"
+)
+
+// Handler runs one work item of an in-process controller. log appends a
+// line to the step's record. It returns the item's result; the engine is
+// told by the dispatcher, never by the handler.
+type Handler func(ctx context.Context, item *WorkItem, log func(msg string, attrs map[string]any)) Result
+
+// Local dispatches to in-process controllers and passes everything else to
+// a fallback dispatcher (the queue remote controllers take work from).
+// Built-in controllers use it; they go through the same engine, records and
+// ownership checks as external ones.
+type Local struct {
+	Engine   *Engine
+	Fallback Dispatcher
+
+	mu       sync.Mutex
+	handlers map[string]Handler           // controller → handler
+	cancels  map[string]context.CancelFunc // item ID → cancel
+}
+
+// Handle registers the handler of an in-process controller.
+func (l *Local) Handle(controller string, h Handler) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.handlers == nil {
+		l.handlers = map[string]Handler{}
+		l.cancels = map[string]context.CancelFunc{}
+	}
+	l.handlers[controller] = h
+}
+
+func (l *Local) Dispatch(item *WorkItem) bool {
+	l.mu.Lock()
+	h := l.handlers[item.Controller]
+	if h == nil || item.Where == "node" {
+		l.mu.Unlock()
+		if l.Fallback == nil {
+			return false
+		}
+		return l.Fallback.Dispatch(item)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	l.cancels[item.ID] = cancel
+	l.mu.Unlock()
+	go func() {
+		res := h(ctx, item, func(msg string, attrs map[string]any) { l.Engine.Log(item.ID, msg, attrs) })
+		l.mu.Lock()
+		delete(l.cancels, item.ID)
+		l.mu.Unlock()
+		cancel()
+		l.Engine.Complete(item.ID, res) // ErrStale if the run moved on
+
+	}()
+	return true
+}
+
+func (l *Local) Cancel(itemID string) {
+	l.mu.Lock()
+	cancel := l.cancels[itemID]
+	delete(l.cancels, itemID)
+	l.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		return
+	}
+	if l.Fallback != nil {
+		l.Fallback.Cancel(itemID)
+	}
+}
+
+// Queue holds work items for remote takers, one queue per destination:
+// "controller:NAME" for cluster steps, "node:NAME" for node steps. Takers
+// long-poll it through the API.
+type Queue struct {
+	mu      sync.Mutex
+	pending map[string][]*WorkItem // destination → items, oldest first
+	wake    map[string]chan struct{}
+}
+
+// Destination is where an item goes.
+func Destination(item *WorkItem) string {
+	if item.Where == "node" {
+		return "node:" + item.Node
+	}
+	return "controller:" + item.Controller
+}
+
+func (q *Queue) Dispatch(item *WorkItem) bool {
+	if item.Where == "node" && item.Node == "" {
+		return false // waits until it has a node; the run says so
+	}
+	d := Destination(item)
+	q.mu.Lock()
+	if q.pending == nil {
+		q.pending = map[string][]*WorkItem{}
+		q.wake = map[string]chan struct{}{}
+	}
+	q.pending[d] = append(q.pending[d], item)
+	if ch := q.wake[d]; ch != nil {
+		close(ch)
+		delete(q.wake, d)
+	}
+	q.mu.Unlock()
+	return false
+}
+
+func (q *Queue) Cancel(itemID string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for d, items := range q.pending {
+		for i, it := range items {
+			if it.ID == itemID {
+				q.pending[d] = append(items[:i:i], items[i+1:]...)
+				return
+			}
+		}
+	}
+}
+
+// Take removes and returns up to max items for a destination, waiting
+// until at least one is there or ctx ends.
+func (q *Queue) Take(ctx context.Context, dest string, max int) []*WorkItem {
+	for {
+		q.mu.Lock()
+		if q.pending == nil {
+			q.pending = map[string][]*WorkItem{}
+			q.wake = map[string]chan struct{}{}
+		}
+		if items := q.pending[dest]; len(items) > 0 {
+			n := min(max, len(items))
+			out := append([]*WorkItem(nil), items[:n]...)
+			q.pending[dest] = items[n:]
+			q.mu.Unlock()
+			return out
+		}
+		ch := q.wake[dest]
+		if ch == nil {
+			ch = make(chan struct{})
+			q.wake[dest] = ch
+		}
+		q.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// Pending counts items waiting for a destination.
+func (q *Queue) Pending(dest string) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.pending[dest])
+}

@@ -1,0 +1,710 @@
+package workflow
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"skiff.dev/skiff/api/fieldpath"
+)
+
+// Ref names an object.
+type Ref struct{ Kind, Namespace, Name string }
+
+func (r Ref) key() string { return r.Kind + "/" + r.Namespace + "/" + r.Name }
+
+// String renders "pod/web".
+func (r Ref) String() string { return strings.ToLower(r.Kind) + "/" + r.Name }
+
+// Object is what the engine knows of an object: enough to decide whether a
+// run is due and what a step reads.
+type Object struct {
+	Ref
+	Generation int64
+	Deleting   bool
+	// Body is the object's labels, spec and status as a JSON tree.
+	Body map[string]any
+}
+
+// WorkItem asks a controller to run one attempt of one step for one object.
+type WorkItem struct {
+	ID         string         `json:"id"`
+	Run        string         `json:"run"`
+	Step       string         `json:"step"`
+	Controller string         `json:"controller"`
+	Where      string         `json:"where"`
+	Node       string         `json:"node,omitempty"` // for node steps: the object's node
+	Kind       string         `json:"kind"`
+	Namespace  string         `json:"namespace,omitempty"`
+	Name       string         `json:"name"`
+	Generation int64          `json:"generation"`
+	Phase      string         `json:"phase"`
+	Attempt    int            `json:"attempt"`
+	Timeout    time.Duration  `json:"timeout,omitempty"`
+	Object     map[string]any `json:"object"` // the body; the server strips it to the controller's fields
+}
+
+// Result is the outcome of a work item: an error, or the field writes of
+// a success ("status.node": "n2").
+type Result struct {
+	Err    string         `json:"error,omitempty"`
+	Writes map[string]any `json:"writes,omitempty"`
+}
+
+// Objects is how the engine changes objects.
+type Objects interface {
+	// Write applies the field writes of a successful step as changer
+	// ("controller:NAME", or "node:NAME" for node steps) and returns the
+	// object's new body.
+	Write(ctx context.Context, ref Ref, controller, step string, writes map[string]any) (map[string]any, error)
+	// Remove deletes an object whose deletion run finished.
+	Remove(ctx context.Context, ref Ref) error
+}
+
+// Dispatcher hands work items to controllers. Dispatch must not block; it
+// returns true when the item was taken at once (in-process controllers),
+// false when it waits for a remote controller to take it (see Engine.Taken).
+type Dispatcher interface {
+	Dispatch(item *WorkItem) (taken bool)
+	Cancel(itemID string)
+}
+
+// Recorder receives a copy of a run record whenever it changes.
+type Recorder interface {
+	Record(r RunRecord)
+}
+
+// Options configure an Engine.
+type Options struct {
+	Objects    Objects
+	Dispatcher Dispatcher
+	Recorder   Recorder // optional
+	Now        func() time.Time
+	// KeepRuns is how many finished runs are kept per object; default 10.
+	KeepRuns int
+	// Backoff returns the delay before retry attempt n (2, 3, ...);
+	// default 200ms doubling to at most 30s.
+	Backoff func(attempt int) time.Duration
+}
+
+// ErrStale means a report names a work item that is no longer wanted: its
+// run was superseded, it timed out, or it already finished.
+var ErrStale = errors.New("work item is no longer current")
+
+// Engine runs workflows for objects. It is safe for concurrent use.
+type Engine struct {
+	o      Options
+	seq    atomic.Int64
+	mu     sync.Mutex
+	graphs map[string]*Graph // kind/phase → graph; guarded by mu
+	objs   map[string]*objState
+	items  map[string]*attempt // item ID → attempt in flight
+}
+
+// objState is everything the engine keeps per object. Guarded by Engine.mu.
+type objState struct {
+	obj     Object
+	active  *run
+	history []RunRecord          // finished runs, oldest first, bounded
+	success map[string]string    // step → read hash of its last success
+	last    struct{ gen int64; phase string }
+}
+
+// run is a run in progress.
+type run struct {
+	rec   RunRecord
+	g     *Graph
+	idx   map[string]int // unit name → index in rec.Steps
+	state *objState
+	hash  map[string]string // step → read hash computed when it started
+}
+
+// attempt is one dispatched work item.
+type attempt struct {
+	item  *WorkItem
+	run   *run
+	unit  string
+	timer *time.Timer
+	taken bool
+}
+
+// NewEngine returns an engine with no graphs.
+func NewEngine(o Options) *Engine {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.KeepRuns <= 0 {
+		o.KeepRuns = 10
+	}
+	if o.Backoff == nil {
+		o.Backoff = func(n int) time.Duration {
+			d := 200 * time.Millisecond << min(n-2, 8)
+			return min(d, 30*time.Second)
+		}
+	}
+	return &Engine{o: o, graphs: map[string]*Graph{}, objs: map[string]*objState{}, items: map[string]*attempt{}}
+}
+
+// SetGraphs replaces the graphs new runs use; runs in progress keep theirs.
+func (e *Engine) SetGraphs(gs []*Graph) {
+	m := make(map[string]*Graph, len(gs))
+	for _, g := range gs {
+		m[g.Kind+"/"+g.Phase] = g
+	}
+	e.mu.Lock()
+	e.graphs = m
+	e.mu.Unlock()
+}
+
+// Seed restores what an earlier engine knew of an object: its finished runs
+// (oldest first), so that steps that succeeded are not repeated.
+func (e *Engine) Seed(ref Ref, runs []RunRecord) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	st := e.state(ref)
+	for _, r := range runs {
+		st.history = append(st.history, r)
+		if r.State == RunDone || r.State == RunFailed {
+			st.last.gen, st.last.phase = r.Generation, r.Phase
+		}
+		for _, s := range r.Steps {
+			if s.State == Done && s.ReadHash != "" {
+				st.success[s.Name] = s.ReadHash
+			}
+		}
+	}
+	if len(st.history) > e.o.KeepRuns {
+		st.history = st.history[len(st.history)-e.o.KeepRuns:]
+	}
+}
+
+func (e *Engine) state(ref Ref) *objState {
+	st := e.objs[ref.key()]
+	if st == nil {
+		st = &objState{obj: Object{Ref: ref}, success: map[string]string{}}
+		e.objs[ref.key()] = st
+	}
+	return st
+}
+
+// Submit tells the engine an object's current state. A new generation, or
+// a deletion, starts a run; anything else only refreshes what steps read.
+func (e *Engine) Submit(obj Object) {
+	e.mu.Lock()
+	st := e.state(obj.Ref)
+	st.obj = obj
+	phase := Up
+	if obj.Deleting {
+		phase = Down
+	}
+	g := e.graphs[obj.Kind+"/"+phase]
+	var actions []func()
+	switch {
+	case st.active != nil && st.active.rec.Generation == obj.Generation && st.active.rec.Phase == phase:
+		// This run is the one for this state.
+	case st.active == nil && st.last.gen == obj.Generation && st.last.phase == phase:
+		// Already ran for this state.
+	default:
+		if st.active != nil {
+			actions = append(actions, e.supersedeLocked(st.active)...)
+		}
+		if g == nil {
+			if obj.Deleting {
+				actions = append(actions, func() { e.o.Objects.Remove(context.Background(), obj.Ref) })
+			}
+			break
+		}
+		r, err := e.newRunLocked(st, g, phase)
+		if err != nil {
+			break
+		}
+		st.active = r
+		actions = append(actions, e.advanceLocked(r)...)
+	}
+	e.mu.Unlock()
+	for _, a := range actions {
+		a()
+	}
+}
+
+// Forget drops an object that no longer exists.
+func (e *Engine) Forget(ref Ref) {
+	e.mu.Lock()
+	st := e.objs[ref.key()]
+	var actions []func()
+	if st != nil && st.active != nil {
+		actions = e.supersedeLocked(st.active)
+	}
+	delete(e.objs, ref.key())
+	e.mu.Unlock()
+	for _, a := range actions {
+		a()
+	}
+}
+
+func (e *Engine) newRunLocked(st *objState, g *Graph, phase string) (*run, error) {
+	goal := Goal(phase)
+	units, optional, err := g.Transaction(goal)
+	if err != nil {
+		return nil, err
+	}
+	now := e.o.Now()
+	// IDs sort by start time, as run records are stored by ID.
+	id := fmt.Sprintf("%011x-%06x", now.UnixMilli(), e.seq.Add(1)&0xffffff)
+	r := &run{g: g, idx: map[string]int{}, state: st, hash: map[string]string{}}
+	r.rec = RunRecord{ID: id, Object: st.obj.Ref.String(), Kind: st.obj.Kind, Namespace: st.obj.Namespace,
+		Name: st.obj.Name, Generation: st.obj.Generation, Phase: phase, Target: goal, State: RunRunning, Started: now}
+	in := map[string]bool{}
+	for _, u := range units {
+		in[u] = true
+	}
+	keep := func(l []string) []string {
+		var out []string
+		for _, x := range l {
+			if in[x] {
+				out = append(out, x)
+			}
+		}
+		return out
+	}
+	for _, u := range units {
+		after, requires, wants := g.edges(u)
+		sr := StepRecord{Name: u, State: Waiting, Optional: optional[u],
+			After: keep(after), Requires: keep(requires), Wants: keep(wants)}
+		if s := g.Step(u); s != nil {
+			sr.Controller, sr.Where = s.Controller, s.Where
+		} else {
+			sr.Target = true
+		}
+		r.idx[u] = len(r.rec.Steps)
+		r.rec.Steps = append(r.rec.Steps, sr)
+	}
+	return r, nil
+}
+
+func finished(state string) bool {
+	switch state {
+	case Done, Skipped, Failed, TimedOut, Cancelled:
+		return true
+	}
+	return false
+}
+
+func succeeded(state string) bool { return state == Done || state == Skipped }
+
+// advanceLocked moves a run forward as far as it can go and returns what to
+// do once the lock is released (dispatches, cancellations, records).
+func (e *Engine) advanceLocked(r *run) []func() {
+	var actions []func()
+	now := e.o.Now()
+	for progress := true; progress; {
+		progress = false
+		for i := range r.rec.Steps {
+			sr := &r.rec.Steps[i]
+			if finished(sr.State) {
+				continue
+			}
+			// A failed requirement fails this unit, waiting or running.
+			if dep := r.failedRequirement(sr); dep != "" {
+				if sr.State == Running {
+					actions = append(actions, e.cancelUnitLocked(r, sr.Name)...)
+				}
+				sr.State, sr.Reason, sr.WaitingOn = Failed, "dependency failed: "+dep, nil
+				t := now
+				sr.Finished = &t
+				progress = true
+				continue
+			}
+			if sr.State != Waiting {
+				continue
+			}
+			var waiting []string
+			for _, d := range sr.After {
+				if !finished(r.rec.Steps[r.idx[d]].State) {
+					waiting = append(waiting, d)
+				}
+			}
+			if len(waiting) > 0 {
+				sr.WaitingOn = waiting
+				continue
+			}
+			sr.WaitingOn = nil
+			t := now
+			sr.Started = &t
+			progress = true
+			if sr.Target {
+				sr.State, sr.Finished = Done, &t
+				continue
+			}
+			actions = append(actions, e.startStepLocked(r, sr)...)
+		}
+	}
+	for i := range r.rec.Steps {
+		if !finished(r.rec.Steps[i].State) {
+			return append(actions, e.recordLocked(r))
+		}
+	}
+	// Every unit has finished: the run has.
+	goal := r.rec.Steps[r.idx[r.rec.Target]]
+	t := now
+	r.rec.Finished = &t
+	if goal.State == Done {
+		r.rec.State = RunDone
+	} else {
+		r.rec.State, r.rec.Reason = RunFailed, goal.Reason
+	}
+	actions = append(actions, e.recordLocked(r))
+	st := r.state
+	st.active = nil
+	st.last.gen, st.last.phase = r.rec.Generation, r.rec.Phase
+	st.history = append(st.history, r.rec)
+	if len(st.history) > e.o.KeepRuns {
+		st.history = st.history[len(st.history)-e.o.KeepRuns:]
+	}
+	if r.rec.Phase == Down && r.rec.State == RunDone {
+		ref := st.obj.Ref
+		actions = append(actions, func() { e.o.Objects.Remove(context.Background(), ref) })
+	}
+	return actions
+}
+
+func (r *run) failedRequirement(sr *StepRecord) string {
+	for _, d := range sr.Requires {
+		ds := r.rec.Steps[r.idx[d]].State
+		if finished(ds) && !succeeded(ds) {
+			return d
+		}
+	}
+	return ""
+}
+
+// readHash hashes the values of the fields a step reads; "" if it declares
+// none (such a step runs every time).
+func readHash(s *Step, body map[string]any) string {
+	if len(s.Reads) == 0 {
+		return ""
+	}
+	h := sha256.New()
+	for _, p := range s.Reads {
+		v, _ := fieldpath.Get(body, p)
+		b, _ := json.Marshal(v)
+		h.Write([]byte(p.String()))
+		h.Write([]byte{0})
+		h.Write(b)
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil)[:12])
+}
+
+func (e *Engine) startStepLocked(r *run, sr *StepRecord) []func() {
+	s := r.g.Step(sr.Name)
+	h := readHash(s, r.state.obj.Body)
+	if h != "" && r.state.success[sr.Name] == h {
+		sr.State, sr.Reason, sr.ReadHash = Skipped, "inputs unchanged since its last success", h
+		sr.Finished = sr.Started
+		return nil
+	}
+	r.hash[sr.Name] = h
+	return e.dispatchLocked(r, sr, s)
+}
+
+func (e *Engine) dispatchLocked(r *run, sr *StepRecord, s *Step) []func() {
+	sr.Attempts++
+	sr.State = Running
+	sr.Reason = ""
+	obj := r.state.obj
+	item := &WorkItem{
+		ID: r.rec.ID + "." + sr.Name + "." + strconv.Itoa(sr.Attempts), Run: r.rec.ID, Step: sr.Name,
+		Controller: s.Controller, Where: s.Where, Kind: obj.Kind, Namespace: obj.Namespace, Name: obj.Name,
+		Generation: obj.Generation, Phase: r.rec.Phase, Attempt: sr.Attempts, Timeout: s.Timeout,
+		Object: obj.Body,
+	}
+	if s.Where == "node" {
+		if st, ok := obj.Body["status"].(map[string]any); ok {
+			item.Node, _ = st["node"].(string)
+		}
+	}
+	a := &attempt{item: item, run: r, unit: sr.Name}
+	e.items[item.ID] = a
+	sr.WaitingOn = []string{"controller:" + s.Controller + " to take it"}
+	if s.Where == "node" {
+		if item.Node == "" {
+			sr.WaitingOn = []string{"a node: the object has no status.node"}
+		} else {
+			sr.WaitingOn = []string{"node:" + item.Node + " to take it"}
+		}
+	}
+	return []func(){func() {
+		if e.o.Dispatcher.Dispatch(item) {
+			e.Taken(item.ID)
+		}
+	}}
+}
+
+// Taken records that a controller took a work item: its timeout starts.
+func (e *Engine) Taken(itemID string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	a := e.items[itemID]
+	if a == nil {
+		return ErrStale
+	}
+	if a.taken {
+		return nil
+	}
+	a.taken = true
+	sr := &a.run.rec.Steps[a.run.idx[a.unit]]
+	sr.WaitingOn = nil
+	t := e.o.Now()
+	sr.Started = &t
+	if a.item.Timeout > 0 {
+		a.timer = time.AfterFunc(a.item.Timeout, func() { e.timeout(itemID) })
+	}
+	return nil
+}
+
+// Log appends a structured log line to a work item's step.
+func (e *Engine) Log(itemID, msg string, attrs map[string]any) error {
+	e.mu.Lock()
+	a := e.items[itemID]
+	if a == nil {
+		e.mu.Unlock()
+		return ErrStale
+	}
+	sr := &a.run.rec.Steps[a.run.idx[a.unit]]
+	sr.Log = append(sr.Log, LogLine{Time: e.o.Now(), Attempt: a.item.Attempt, Msg: msg, Attrs: attrs})
+	if len(sr.Log) > MaxLogLines {
+		sr.Log = sr.Log[len(sr.Log)-MaxLogLines:]
+	}
+	rec := e.recordLocked(a.run)
+	e.mu.Unlock()
+	rec()
+	return nil
+}
+
+// Complete reports the outcome of a work item.
+func (e *Engine) Complete(itemID string, res Result) error {
+	e.mu.Lock()
+	a := e.items[itemID]
+	if a == nil {
+		e.mu.Unlock()
+		return ErrStale
+	}
+	if a.timer != nil {
+		a.timer.Stop()
+	}
+	delete(e.items, itemID)
+	ref := a.run.state.obj.Ref
+	changer, step := "controller:"+a.item.Controller, a.item.Step
+	if a.item.Where == "node" {
+		changer = "node:" + a.item.Node
+	}
+	e.mu.Unlock()
+
+	var writeErr error
+	var body map[string]any
+	if res.Err == "" && len(res.Writes) > 0 {
+		body, writeErr = e.o.Objects.Write(context.Background(), ref, changer, step, res.Writes)
+	}
+
+	e.mu.Lock()
+	r := a.run
+	if r.state.active != r {
+		e.mu.Unlock()
+		return ErrStale // superseded while writing
+	}
+	sr := &r.rec.Steps[r.idx[a.unit]]
+	var actions []func()
+	switch {
+	case res.Err != "":
+		actions = e.failLocked(r, sr, Failed, res.Err)
+	case writeErr != nil:
+		actions = e.failLocked(r, sr, Failed, "its writes were refused: "+writeErr.Error())
+	default:
+		if body != nil {
+			r.state.obj.Body = body
+		}
+		t := e.o.Now()
+		sr.State, sr.Finished, sr.WaitingOn = Done, &t, nil
+		sr.Writes = sortedKeys(res.Writes)
+		if h := r.hash[sr.Name]; h != "" {
+			sr.ReadHash = h
+			r.state.success[sr.Name] = h
+		}
+		actions = e.advanceLocked(r)
+	}
+	e.mu.Unlock()
+	for _, act := range actions {
+		act()
+	}
+	return nil
+}
+
+func sortedKeys(m map[string]any) []string {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// failLocked ends an attempt that failed or timed out: retry if the step
+// has attempts left, else finish it in that state.
+func (e *Engine) failLocked(r *run, sr *StepRecord, state, reason string) []func() {
+	s := r.g.Step(sr.Name)
+	if sr.Attempts <= s.Retry {
+		delay := e.o.Backoff(sr.Attempts + 1)
+		if state == TimedOut {
+			sr.Reason = fmt.Sprintf("attempt %d %s; retrying in %s", sr.Attempts, reason, delay)
+		} else {
+			sr.Reason = fmt.Sprintf("attempt %d failed: %s; retrying in %s", sr.Attempts, reason, delay)
+		}
+		sr.State = Running
+		gen := r.rec.ID
+		name := sr.Name
+		return []func(){func() {
+			time.AfterFunc(delay, func() {
+				e.mu.Lock()
+				if r.state.active != r || r.rec.ID != gen {
+					e.mu.Unlock()
+					return
+				}
+				sr := &r.rec.Steps[r.idx[name]]
+				if sr.State != Running {
+					e.mu.Unlock()
+					return
+				}
+				actions := e.dispatchLocked(r, sr, s)
+				actions = append(actions, e.recordLocked(r))
+				e.mu.Unlock()
+				for _, a := range actions {
+					a()
+				}
+			})
+		}, e.recordLocked(r)}
+	}
+	t := e.o.Now()
+	sr.State, sr.Reason, sr.Finished, sr.WaitingOn = state, reason, &t, nil
+	return e.advanceLocked(r)
+}
+
+func (e *Engine) timeout(itemID string) {
+	e.mu.Lock()
+	a := e.items[itemID]
+	if a == nil {
+		e.mu.Unlock()
+		return
+	}
+	delete(e.items, itemID)
+	r := a.run
+	sr := &r.rec.Steps[r.idx[a.unit]]
+	actions := []func(){func() { e.o.Dispatcher.Cancel(itemID) }}
+	actions = append(actions, e.failLocked(r, sr, TimedOut, "timed out after "+a.item.Timeout.String())...)
+	e.mu.Unlock()
+	for _, act := range actions {
+		act()
+	}
+}
+
+// cancelUnitLocked withdraws a unit's attempt in flight.
+func (e *Engine) cancelUnitLocked(r *run, unit string) []func() {
+	var actions []func()
+	for id, a := range e.items {
+		if a.run == r && a.unit == unit {
+			if a.timer != nil {
+				a.timer.Stop()
+			}
+			delete(e.items, id)
+			actions = append(actions, func() { e.o.Dispatcher.Cancel(id) })
+		}
+	}
+	return actions
+}
+
+// supersedeLocked ends a run that a newer state replaced.
+func (e *Engine) supersedeLocked(r *run) []func() {
+	var actions []func()
+	t := e.o.Now()
+	for i := range r.rec.Steps {
+		sr := &r.rec.Steps[i]
+		if finished(sr.State) {
+			continue
+		}
+		if sr.State == Running {
+			actions = append(actions, e.cancelUnitLocked(r, sr.Name)...)
+		}
+		sr.State, sr.Reason, sr.Finished, sr.WaitingOn = Cancelled, "superseded by a newer run", &t, nil
+	}
+	r.rec.State, r.rec.Reason, r.rec.Finished = RunSuperseded, "superseded by a newer run", &t
+	st := r.state
+	st.active = nil
+	st.history = append(st.history, r.rec)
+	if len(st.history) > e.o.KeepRuns {
+		st.history = st.history[len(st.history)-e.o.KeepRuns:]
+	}
+	return append(actions, e.recordLocked(r))
+}
+
+// recordLocked returns an action that hands a copy of the record to the
+// recorder.
+func (e *Engine) recordLocked(r *run) func() {
+	if e.o.Recorder == nil {
+		return func() {}
+	}
+	c := copyRecord(r.rec)
+	return func() { e.o.Recorder.Record(c) }
+}
+
+func copyRecord(r RunRecord) RunRecord {
+	c := r
+	c.Steps = make([]StepRecord, len(r.Steps))
+	copy(c.Steps, r.Steps)
+	for i := range c.Steps {
+		c.Steps[i].Log = append([]LogLine(nil), r.Steps[i].Log...)
+		c.Steps[i].WaitingOn = append([]string(nil), r.Steps[i].WaitingOn...)
+	}
+	return c
+}
+
+// Runs returns an object's runs, newest first: the active one, then the
+// finished ones the engine keeps.
+func (e *Engine) Runs(ref Ref) []RunRecord {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	st := e.objs[ref.key()]
+	if st == nil {
+		return nil
+	}
+	var out []RunRecord
+	if st.active != nil {
+		out = append(out, copyRecord(st.active.rec))
+	}
+	for i := len(st.history) - 1; i >= 0; i-- {
+		out = append(out, copyRecord(st.history[i]))
+	}
+	return out
+}
+
+// Item returns a work item in flight, for servers that deliver them.
+func (e *Engine) Item(itemID string) (*WorkItem, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	a := e.items[itemID]
+	if a == nil {
+		return nil, false
+	}
+	return a.item, true
+}
