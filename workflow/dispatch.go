@@ -19,7 +19,7 @@ type Local struct {
 	Fallback Dispatcher
 
 	mu       sync.Mutex
-	handlers map[string]Handler           // controller → handler
+	handlers map[string]Handler            // controller → handler
 	cancels  map[string]context.CancelFunc // item ID → cancel
 }
 

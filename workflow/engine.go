@@ -114,9 +114,12 @@ type Engine struct {
 type objState struct {
 	obj     Object
 	active  *run
-	history []RunRecord          // finished runs, oldest first, bounded
-	success map[string]string    // step → read hash of its last success
-	last    struct{ gen int64; phase string }
+	history []RunRecord       // finished runs, oldest first, bounded
+	success map[string]string // step → read hash of its last success
+	last    struct {
+		gen   int64
+		phase string
+	}
 }
 
 // run is a run in progress.

@@ -206,4 +206,3 @@ func StepsOf(r Registration) string {
 	}
 	return strings.Join(names, ", ")
 }
-
