@@ -22,6 +22,17 @@ func benchCmd(e *env) *cobra.Command {
 	st.Flags().IntVar(&so.Writers, "writers", 16, "concurrent writers")
 	st.Flags().IntVar(&so.Objects, "objects", 10000, "objects to list")
 	st.Flags().IntVar(&so.HistoryLen, "history", 1000, "revisions in the queried history")
-	cmd.AddCommand(st)
+	var wo bench.WorkflowOptions
+	wf := &cobra.Command{
+		Use:   "workflow",
+		Short: "workflow engine: runs/s with in-process controllers, per-step dispatch through the API",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return bench.Workflow(cmd.Context(), e.stdout, wo)
+		},
+	}
+	wf.Flags().IntVar(&wo.Runs, "runs", 20000, "in-process runs")
+	wf.Flags().IntVar(&wo.RemoteRuns, "remote-runs", 200, "runs through the API (10 steps each)")
+	cmd.AddCommand(st, wf)
 	return cmd
 }

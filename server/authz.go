@@ -32,23 +32,24 @@ func identityOf(tok Token) identity.Identity {
 	return identity.Identity{Kind: kind, Name: name}
 }
 
+// selfRegistration reports whether ref is id's own registration: a
+// controller's Controller object or a node's Node object.
+func selfRegistration(id identity.Identity, ref api.Ref) bool {
+	return id.Kind == identity.Controller && ref.Kind == "Controller" && ref.Name == id.Name ||
+		id.Kind == identity.Node && ref.Kind == "Node" && ref.Name == id.Name
+}
+
 // authorizeApply checks who may create or replace an object's intent.
 func authorizeApply(tok Token, ref api.Ref) error {
 	id := identityOf(tok)
-	switch id.Kind {
-	case identity.Operator:
+	if id.Kind == identity.Operator {
 		if tok.Role == RoleView {
 			return forbidden("%s has the view role and may not change %s", tok.Identity, ref)
 		}
 		return nil
-	case identity.Controller:
-		if ref.Kind == "Controller" && ref.Name == id.Name {
-			return nil // a controller registers itself
-		}
-	case identity.Node:
-		if ref.Kind == "Node" && ref.Name == id.Name {
-			return nil // a node registers itself
-		}
+	}
+	if selfRegistration(id, ref) {
+		return nil
 	}
 	return forbidden("%s may not change the labels or spec of %s: they are operator intent (controllers and nodes write the status fields they own)", tok.Identity, ref)
 }
@@ -83,12 +84,17 @@ func authorizeAdmin(tok Token, what string) error {
 // checkFields enforces field ownership on a change of obj from old to new.
 func checkFields(owners *ownership.Registry, tok Token, cur *api.Object, next *api.Object) error {
 	var old map[string]any
-	managed := ""
+	managed, manager := "", ""
 	if cur != nil {
 		old = bodyOf(cur)
 		managed = cur.Meta.Owner
 	}
-	if err := owners.CheckWrite(next.Kind, next.Ref().String(), identityOf(tok), managed, "", old, bodyOf(next)); err != nil {
+	id := identityOf(tok)
+	if selfRegistration(id, next.Ref()) {
+		// A controller's or node's own registration object is its to write.
+		managed, manager = strings.ToLower(next.Kind)+"/"+next.Name, tok.Identity
+	}
+	if err := owners.CheckWrite(next.Kind, next.Ref().String(), id, managed, manager, old, bodyOf(next)); err != nil {
 		return &statusError{kind: errForbidden, msg: err.Error()}
 	}
 	return nil

@@ -129,6 +129,9 @@ type run struct {
 	idx   map[string]int // unit name → index in rec.Steps
 	state *objState
 	hash  map[string]string // step → read hash computed when it started
+	// sent marks steps with an attempt handed to a dispatcher; they stay
+	// Waiting (on the controller) until it is taken.
+	sent map[string]bool
 }
 
 // attempt is one dispatched work item.
@@ -263,7 +266,7 @@ func (e *Engine) newRunLocked(st *objState, g *Graph, phase string) (*run, error
 	now := e.o.Now()
 	// IDs sort by start time, as run records are stored by ID.
 	id := fmt.Sprintf("%011x-%06x", now.UnixMilli(), e.seq.Add(1)&0xffffff)
-	r := &run{g: g, idx: map[string]int{}, state: st, hash: map[string]string{}}
+	r := &run{g: g, idx: map[string]int{}, state: st, hash: map[string]string{}, sent: map[string]bool{}}
 	r.rec = RunRecord{ID: id, Object: st.obj.Ref.String(), Kind: st.obj.Kind, Namespace: st.obj.Namespace,
 		Name: st.obj.Name, Generation: st.obj.Generation, Phase: phase, Target: goal, State: RunRunning, Started: now}
 	in := map[string]bool{}
@@ -318,7 +321,7 @@ func (e *Engine) advanceLocked(r *run) []func() {
 			}
 			// A failed requirement fails this unit, waiting or running.
 			if dep := r.failedRequirement(sr); dep != "" {
-				if sr.State == Running {
+				if sr.State == Running || r.sent[sr.Name] {
 					actions = append(actions, e.cancelUnitLocked(r, sr.Name)...)
 				}
 				sr.State, sr.Reason, sr.WaitingOn = Failed, "dependency failed: "+dep, nil
@@ -327,7 +330,7 @@ func (e *Engine) advanceLocked(r *run) []func() {
 				progress = true
 				continue
 			}
-			if sr.State != Waiting {
+			if sr.State != Waiting || r.sent[sr.Name] {
 				continue
 			}
 			var waiting []string
@@ -422,7 +425,8 @@ func (e *Engine) startStepLocked(r *run, sr *StepRecord) []func() {
 
 func (e *Engine) dispatchLocked(r *run, sr *StepRecord, s *Step) []func() {
 	sr.Attempts++
-	sr.State = Running
+	sr.State = Waiting
+	r.sent[sr.Name] = true
 	sr.Reason = ""
 	obj := r.state.obj
 	item := &WorkItem{
@@ -466,6 +470,7 @@ func (e *Engine) Taken(itemID string) error {
 	}
 	a.taken = true
 	sr := &a.run.rec.Steps[a.run.idx[a.unit]]
+	sr.State = Running
 	sr.WaitingOn = nil
 	t := e.o.Now()
 	sr.Started = &t
@@ -575,7 +580,8 @@ func (e *Engine) failLocked(r *run, sr *StepRecord, state, reason string) []func
 		} else {
 			sr.Reason = fmt.Sprintf("attempt %d failed: %s; retrying in %s", sr.Attempts, reason, delay)
 		}
-		sr.State = Running
+		sr.State = Waiting
+		sr.WaitingOn = []string{"retry in " + delay.String()}
 		gen := r.rec.ID
 		name := sr.Name
 		return []func(){func() {
@@ -586,7 +592,7 @@ func (e *Engine) failLocked(r *run, sr *StepRecord, state, reason string) []func
 					return
 				}
 				sr := &r.rec.Steps[r.idx[name]]
-				if sr.State != Running {
+				if finished(sr.State) {
 					e.mu.Unlock()
 					return
 				}
@@ -646,7 +652,7 @@ func (e *Engine) supersedeLocked(r *run) []func() {
 		if finished(sr.State) {
 			continue
 		}
-		if sr.State == Running {
+		if sr.State == Running || r.sent[sr.Name] {
 			actions = append(actions, e.cancelUnitLocked(r, sr.Name)...)
 		}
 		sr.State, sr.Reason, sr.Finished, sr.WaitingOn = Cancelled, "superseded by a newer run", &t, nil
