@@ -29,8 +29,9 @@ import (
 	"skiff.dev/skiff/workflow"
 )
 
-// MaxBodyBytes bounds every request body.
-const MaxBodyBytes = 4 << 20
+// MaxBodyBytes bounds every request body, and so every object: a write
+// stores an object twice in one etcd request (see store.MaxRequestBytes).
+const MaxBodyBytes = 2 << 20
 
 // Server serves the API. Build it with New.
 type Server struct {

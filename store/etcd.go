@@ -13,6 +13,11 @@ import (
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
 )
 
+// MaxRequestBytes is the largest etcd request the embedded member takes.
+// An external etcd cluster needs --max-request-bytes at least this large
+// for objects near the API's body limit.
+const MaxRequestBytes = 8 << 20
+
 // Embedded is an etcd member running inside this process.
 type Embedded struct {
 	etcd   *embed.Etcd
@@ -56,6 +61,9 @@ func StartEmbedded(ctx context.Context, o EmbeddedOptions) (*Embedded, error) {
 	cfg.AutoCompactionMode = "periodic"
 	cfg.AutoCompactionRetention = "1h"
 	cfg.QuotaBackendBytes = 8 << 30
+	// A write puts an object into one transaction twice (the object and a
+	// snapshot revision); leave room for the API's largest body.
+	cfg.MaxRequestBytes = MaxRequestBytes
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("etcd: start in %s: %w (see %s)", o.Dir, err, cfg.LogOutputs[0])

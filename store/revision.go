@@ -18,6 +18,7 @@ type record struct {
 	Gen     int64          `json:"g,omitempty"`
 	Created int64          `json:"n,omitempty"` // on snapshots: when the object was created, unix ms
 	Full    map[string]any `json:"s,omitempty"` // snapshot of the body
+	Snap    bool           `json:"f,omitempty"` // this is a snapshot (Full may be empty)
 	Patch   []fieldpath.Op `json:"p,omitempty"` // or the patch from the previous revision
 	Deleted bool           `json:"x,omitempty"`
 }
@@ -106,8 +107,11 @@ func replay(ref api.Ref, recs []record) (obj api.Object, ok bool, err error) {
 		switch {
 		case r.Deleted:
 			cur, exists = nil, false
-		case r.Full != nil:
+		case r.Snap || r.Full != nil:
 			cur, exists, created = r.Full, true, r.Created
+			if cur == nil {
+				cur = map[string]any{}
+			}
 		case !exists:
 			return api.Object{}, false, fmt.Errorf("%s: revision %d is a patch with no base (history damaged)", ref, r.Rev)
 		default:

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -141,6 +142,16 @@ func (s *Store) List(ctx context.Context, kind, ns string) ([]api.Object, int64,
 			return nil, 0, fmt.Errorf("list %s: %s is damaged: %v", kind, kv.Key, err)
 		}
 	}
+	if ns == "" {
+		// Key order puts "team-b/" before "team/" ('-' < '/'): sort by
+		// namespace, then name, as users read it.
+		sort.SliceStable(objs, func(i, j int) bool {
+			if objs[i].Namespace != objs[j].Namespace {
+				return objs[i].Namespace < objs[j].Namespace
+			}
+			return objs[i].Name < objs[j].Name
+		})
+	}
 	return objs, resp.Header.Revision, nil
 }
 
@@ -208,7 +219,7 @@ func (s *Store) write(ctx context.Context, ref api.Ref, w Write, cur *api.Object
 		rec.Rev = last + 1
 		rec.Gen = 1
 		rec.Created = rec.Time
-		rec.Full = newBody
+		rec.Full, rec.Snap = newBody, true
 		obj.Meta.Created = now
 		cmps = []clientv3.Cmp{
 			clientv3.Compare(clientv3.CreateRevision(s.objKey(ref)), "=", 0),
@@ -226,7 +237,7 @@ func (s *Store) write(ctx context.Context, ref api.Ref, w Write, cur *api.Object
 			rec.Gen++
 		}
 		if (rec.Rev-1)%s.every == 0 {
-			rec.Full = newBody
+			rec.Full, rec.Snap = newBody, true
 			rec.Created = cur.Meta.Created.UnixMilli()
 		} else {
 			rec.Patch = patch

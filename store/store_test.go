@@ -365,6 +365,73 @@ func TestDeleteKeepsHistory(t *testing.T) {
 	}
 }
 
+// TestRequestDeletion marks an object as being deleted: a revision of its
+// own, readable in history, kept by rollback, removed by Delete.
+func TestRequestDeletion(t *testing.T) {
+	clock := newFakeClock()
+	st := newStore(t, store.Options{SnapshotEvery: 4, Now: clock.Now})
+	ctx := context.Background()
+	ref := podRef("default", "web")
+	write(t, st, ref, "operator:alice", "apply", api.Object{Spec: map[string]any{"image": "a:1"}})
+	edit(t, st, ref, "operator:alice", "apply", func(o *api.Object) { o.Spec["image"] = "a:2" })
+
+	res, err := st.RequestDeletion(ctx, ref, store.Write{Changer: "operator:bob"})
+	if err != nil {
+		t.Fatalf("request deletion: %v", err)
+	}
+	if res.Op != store.Configured || res.Object.Meta.Revision != 3 || res.Object.Meta.Deleting == nil {
+		t.Fatalf("request deletion: op %s rev %d deleting %v, want configured rev 3 with a deletion time", res.Op, res.Object.Meta.Revision, res.Object.Meta.Deleting)
+	}
+	if res.Object.Meta.Generation != 2 {
+		t.Errorf("requesting deletion changed the generation to %d", res.Object.Meta.Generation)
+	}
+	marked := mustGet(t, st, ref)
+	if marked.Meta.Deleting == nil || !marked.Meta.Deleting.Equal(*res.Object.Meta.Deleting) {
+		t.Errorf("stored deletion mark %v, want %v", marked.Meta.Deleting, res.Object.Meta.Deleting)
+	}
+	// Asking again changes nothing.
+	again, err := st.RequestDeletion(ctx, ref, store.Write{Changer: "operator:carol"})
+	if err != nil || again.Op != store.Unchanged || again.Object.Meta.Revision != 3 {
+		t.Errorf("second request: op %s rev %d %v, want unchanged rev 3", again.Op, again.Object.Meta.Revision, err)
+	}
+	// Rollback restores intent, not the deletion mark's absence.
+	rb, err := st.Rollback(ctx, ref, 1, store.Write{Changer: "operator:alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rb.Object.Meta.Deleting == nil || rb.Object.Spec["image"] != "a:1" {
+		t.Errorf("rollback of an object being deleted: deleting %v image %v, want still deleting with a:1", rb.Object.Meta.Deleting, rb.Object.Spec["image"])
+	}
+	for rev := int64(1); rev <= 4; rev++ {
+		at, err := st.At(ctx, ref, rev)
+		if err != nil {
+			t.Fatalf("At(%d): %v", rev, err)
+		}
+		if (at.Meta.Deleting != nil) != (rev >= 3) {
+			t.Errorf("At(%d): deleting %v", rev, at.Meta.Deleting)
+		}
+	}
+	sameContent(t, "At(4) vs Get", func() api.Object { o, _ := st.At(ctx, ref, 4); return o }(), mustGet(t, st, ref))
+	if _, err := st.Delete(ctx, ref, store.Write{Changer: "controller:workflow", Cause: "delete: stopped"}); err != nil {
+		t.Fatal(err)
+	}
+	checkHistory(t, st, ref, []entry{
+		{1, "operator:alice", "apply"},
+		{2, "operator:alice", "apply"},
+		{3, "operator:bob", "delete requested"},
+		{4, "operator:alice", "rollback to 1"},
+		{5, "controller:workflow", "delete: stopped"},
+	})
+	if _, err := st.RequestDeletion(ctx, ref, store.Write{Changer: "operator:bob"}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("request deletion of a deleted object: %v, want ErrNotFound", err)
+	}
+	// Re-created, it is not being deleted.
+	res = write(t, st, ref, "operator:alice", "apply", api.Object{Spec: map[string]any{"image": "a:3"}})
+	if res.Object.Meta.Deleting != nil {
+		t.Errorf("re-created object is marked as being deleted")
+	}
+}
+
 // TestRollback writes labels and spec of an old revision as a new one and
 // keeps the current status.
 func TestRollback(t *testing.T) {
@@ -1096,4 +1163,33 @@ func jsonObject(t *testing.T, o api.Object) api.Object {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// BUG: a snapshot record of an object with an empty body (no labels, spec,
+// status or owner, e.g. `kind: Node` with nothing else, whose empty spec
+// Normalize turns into nil) loses its snapshot: record.Full is tagged
+// `json:"s,omitempty"`, and an empty map is omitted, so the record reads back
+// as neither snapshot, patch nor deletion and replay fails with "revision 1
+// is a patch with no base (history damaged)". At (and so Rollback and the
+// API's /revisions/N) then fails for that revision and for every later one
+// up to the next snapshot.
+func TestAtEmptyObject(t *testing.T) {
+	st := newStore(t, store.Options{SnapshotEvery: 4})
+	ctx := context.Background()
+	ref := api.Ref{Kind: "Node", Name: "n1"}
+	write(t, st, ref, "operator:alice", "apply", api.Object{})
+	edit(t, st, ref, "node:n1", "status", func(o *api.Object) { o.Status = map[string]any{"addr": "10.0.0.1"} })
+	for rev := int64(1); rev <= 2; rev++ {
+		o, err := st.At(ctx, ref, rev)
+		if err != nil {
+			t.Errorf("At(%d) of a node created with no labels, spec or status: %v", rev, err)
+			continue
+		}
+		if o.Name != "n1" || o.Meta.Revision != rev {
+			t.Errorf("At(%d): %+v", rev, o)
+		}
+	}
+	if _, err := st.Rollback(ctx, ref, 1, store.Write{Changer: "operator:alice"}); err != nil {
+		t.Errorf("rollback to the empty revision 1: %v", err)
+	}
 }

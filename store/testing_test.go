@@ -161,7 +161,7 @@ func jsonTree(t *testing.T, v any) any {
 }
 
 // sameContent compares what a user sees of two objects: identity, labels,
-// spec, status, owner and the meta counters and times. Empty and absent
+// spec, status, owner, deletion mark and the meta counters and times. Empty and absent
 // maps are the same.
 func sameContent(t *testing.T, what string, got, want api.Object) {
 	t.Helper()
@@ -181,6 +181,9 @@ func contentOf(o api.Object) map[string]any {
 		"created": o.Meta.Created.UTC().Format(time.RFC3339Nano),
 		"updated": o.Meta.Updated.UTC().Format(time.RFC3339Nano),
 		"owner":   o.Meta.Owner,
+	}
+	if o.Meta.Deleting != nil {
+		m["deleting"] = o.Meta.Deleting.UTC().Format(time.RFC3339Nano)
 	}
 	if len(o.Labels) > 0 {
 		m["labels"] = o.Labels
