@@ -11,6 +11,7 @@ import (
 
 	"skiff.dev/skiff/client"
 	"skiff.dev/skiff/daemon"
+	"skiff.dev/skiff/server"
 )
 
 // defaultDataDir is /var/lib/skiff for root, else ~/.local/share/skiff.
@@ -40,7 +41,14 @@ written to DIR/config and, unless one for another cluster exists, to
 	}
 	cmd.Flags().StringVar(&o.DataDir, "data", defaultDataDir(), "data directory")
 	cmd.Flags().StringVar(&o.Listen, "listen", daemon.DefaultListen, "API address (HOST:PORT)")
+	builtinsFlag(cmd, &o)
 	return cmd
+}
+
+// builtinsFlag adds --builtin-controllers.
+func builtinsFlag(cmd *cobra.Command, o *daemon.Options) {
+	cmd.Flags().StringSliceVar(&o.Builtins, "builtin-controllers", server.DefaultBuiltins,
+		"built-in controllers to run: admission, scheduler, agent (a workflow lab can run admission alone)")
 }
 
 func serverCmd(e *env) *cobra.Command {
@@ -60,6 +68,7 @@ func serverCmd(e *env) *cobra.Command {
 	cmd.Flags().StringVar(&o.DataDir, "data", defaultDataDir(), "data directory")
 	cmd.Flags().StringVar(&o.Listen, "listen", daemon.DefaultListen, "API address (HOST:PORT)")
 	cmd.Flags().StringVar(&endpoints, "etcd-endpoints", "", "comma-separated external etcd client URLs instead of the embedded member")
+	builtinsFlag(cmd, &o)
 	return cmd
 }
 

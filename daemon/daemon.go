@@ -43,6 +43,9 @@ type Options struct {
 	// writes ~/.config/skiff/config). It is written if absent, or replaced
 	// if it belongs to this same cluster; another cluster's is left alone.
 	UserConfig string
+	// Builtins names the built-in controllers to run; nil means
+	// server.DefaultBuiltins (admission, scheduler, agent).
+	Builtins []string
 	// Ready is called once the API serves.
 	Ready func(Info)
 	Log   *slog.Logger
@@ -120,7 +123,10 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("listen on %s: %w (is another skiff running? pick another address with --listen)", o.Listen, err)
 	}
 	st := store.New(kv, store.Options{Prefix: prefix})
-	orch := server.NewOrchestrator(st, kv, prefix, o.Log)
+	orch, err := server.NewOrchestrator(st, kv, prefix, o.Log, o.Builtins)
+	if err != nil {
+		return err
+	}
 	orchCtx, stopOrch := context.WithCancel(ctx)
 	orchDone := make(chan struct{})
 	go func() { orch.Run(orchCtx); close(orchDone) }()

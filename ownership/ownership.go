@@ -525,7 +525,7 @@ func (r *Registry) CheckWrite(kind, ref string, writer identity.Identity, manage
 				continue
 			case owned:
 				deny.Owner = ident(owner)
-			case operatorIntent(p) && managedBy != "" && managerController == ident(self):
+			case operatorIntent(p) && managedBy != "" && (managerController == ident(self) || managerController == writer.String()):
 				continue
 			case operatorIntent(p) && managedBy != "" && managerController != "":
 				deny.Owner = managerController
@@ -568,8 +568,8 @@ func (r *Registry) Strip(kind, ctl string, body map[string]any) map[string]any {
 		if f.Kind != kind || len(f.Path) == 0 {
 			continue
 		}
-		if _, ok := fieldpath.Get(body, f.Path); ok {
-			graft(out, body, f.Path)
+		for _, p := range fieldpath.Expand(body, f.Path) {
+			graft(out, body, p)
 		}
 	}
 	return out

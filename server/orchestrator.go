@@ -36,25 +36,40 @@ type Orchestrator struct {
 	Queue  *workflow.Queue
 	rec    *runRecorder
 
+	builtins []workflow.Registration
+
 	mu       sync.RWMutex
 	compiled *workflow.Compiled // guarded by mu
 }
 
-// NewOrchestrator builds an orchestrator; Start runs it.
-func NewOrchestrator(st *store.Store, kv *clientv3.Client, prefix string, log *slog.Logger) *Orchestrator {
-	o := &Orchestrator{store: st, kv: kv, prefix: prefix, log: log, Queue: &workflow.Queue{}}
+// NewOrchestrator builds an orchestrator with the named built-in
+// controllers (DefaultBuiltins if nil); Run runs it.
+func NewOrchestrator(st *store.Store, kv *clientv3.Client, prefix string, log *slog.Logger, builtins []string) (*Orchestrator, error) {
+	if builtins == nil {
+		builtins = DefaultBuiltins
+	}
+	regs, err := Builtins(builtins)
+	if err != nil {
+		return nil, err
+	}
+	o := &Orchestrator{store: st, kv: kv, prefix: prefix, log: log, Queue: &workflow.Queue{}, builtins: regs}
 	o.rec = &runRecorder{kv: kv, prefix: prefix + "/runs/", dirty: map[string]workflow.RunRecord{}, log: log}
 	o.Local = &workflow.Local{Fallback: o.Queue}
 	o.Engine = workflow.NewEngine(workflow.Options{Objects: o, Dispatcher: o.Local, Recorder: o.rec})
 	o.Local.Engine = o.Engine
-	o.Local.Handle("admission", admit)
-	c, err := workflow.Compile(workflow.Builtin())
+	handlers := map[string]workflow.Handler{"admission": admit, "scheduler": o.schedule}
+	for _, r := range regs {
+		if h := handlers[r.Name]; h != nil {
+			o.Local.Handle(r.Name, h)
+		}
+	}
+	c, err := workflow.Compile(regs)
 	if err != nil {
-		panic("built-in registrations do not compile: " + err.Error())
+		return nil, fmt.Errorf("built-in controllers do not verify: %w", err)
 	}
 	o.compiled = c
 	o.Engine.SetGraphs(c.Graphs)
-	return o
+	return o, nil
 }
 
 // admit is the built-in admission step: the pod's spec must still be valid
@@ -80,10 +95,10 @@ func (o *Orchestrator) Owners() *ownership.Registry { return o.Compiled().Owners
 
 // registrations turns Controller objects into registrations after the
 // built-ins, oldest first, so that in a conflict the incumbent wins.
-func registrations(objs []api.Object) ([]workflow.Registration, []error) {
+func (o *Orchestrator) registrations(objs []api.Object) ([]workflow.Registration, []error) {
 	objs = append([]api.Object(nil), objs...)
 	sort.SliceStable(objs, func(i, j int) bool { return objs[i].Meta.Created.Before(objs[j].Meta.Created) })
-	regs := workflow.Builtin()
+	regs := append([]workflow.Registration(nil), o.builtins...)
 	builtin := map[string]bool{}
 	for _, r := range regs {
 		builtin[r.Name] = true
@@ -106,7 +121,7 @@ func registrations(objs []api.Object) ([]workflow.Registration, []error) {
 // Verify checks a Controller object against every other registration, as
 // if it replaced the one of the same name.
 func (o *Orchestrator) Verify(ctx context.Context, obj api.Object) error {
-	for _, r := range workflow.Builtin() {
+	for _, r := range o.builtins {
 		if r.Name == obj.Name {
 			return &statusError{kind: errForbidden, msg: fmt.Sprintf("controller/%s is built in and cannot be registered again", obj.Name)}
 		}
@@ -121,12 +136,12 @@ func (o *Orchestrator) Verify(ctx context.Context, obj api.Object) error {
 			others = append(others, x)
 		}
 	}
-	regs, _ := registrations(others)
-	newcomer, errs := registrations([]api.Object{obj})
+	regs, _ := o.registrations(others)
+	newcomer, errs := o.registrations([]api.Object{obj})
 	if len(errs) > 0 {
 		return errs[0]
 	}
-	regs = append(regs, newcomer[len(workflow.Builtin()):]...)
+	regs = append(regs, newcomer[len(o.builtins):]...)
 	if _, err := workflow.Compile(regs); err != nil {
 		var ve *workflow.VerifyError
 		if errors.As(err, &ve) {
@@ -153,12 +168,12 @@ func (o *Orchestrator) reload(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	regs, errs := registrations(objs)
+	regs, errs := o.registrations(objs)
 	for _, e := range errs {
 		o.log.Error("controller registration ignored", "err", e)
 	}
 	c, err := workflow.Compile(regs)
-	for err != nil && len(regs) > len(workflow.Builtin()) {
+	for err != nil && len(regs) > len(o.builtins) {
 		o.log.Error("controller registrations do not verify together; dropping the newest", "err", err)
 		regs = regs[:len(regs)-1]
 		c, err = workflow.Compile(regs)

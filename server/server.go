@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"skiff.dev/skiff/api"
+	"skiff.dev/skiff/api/fieldpath"
 	"skiff.dev/skiff/api/identity"
 	"skiff.dev/skiff/api/labels"
 	"skiff.dev/skiff/ownership"
@@ -402,8 +403,27 @@ func (s *Server) putStatus(w http.ResponseWriter, r *http.Request, tok Token, re
 			if cur == nil {
 				return nil, nil
 			}
+			// The writer replaces what it can see of status; fields it
+			// cannot see (other controllers') stay as they are.
 			next := cur.DeepCopy()
-			next.Status = req.Status
+			seen, want, have := stripFor(owners, tok, *cur).Status, req.Status, next.Status
+			if seen == nil {
+				seen = map[string]any{}
+			}
+			if want == nil {
+				want = map[string]any{}
+			}
+			if have == nil {
+				have = map[string]any{}
+			}
+			merged, err := fieldpath.Apply(fieldpath.DeepCopy(have), fieldpath.Diff(seen, want))
+			if err != nil {
+				return nil, badRequest("status: %v", err)
+			}
+			next.Status, _ = merged.(map[string]any)
+			if len(next.Status) == 0 {
+				next.Status = nil
+			}
 			if err := checkFields(owners, tok, cur, &next); err != nil {
 				return nil, err
 			}

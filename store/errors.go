@@ -13,6 +13,7 @@ var (
 	ErrNotFound = errors.New("not found")
 	ErrExists   = errors.New("already exists")
 	ErrConflict = errors.New("conflict")
+	ErrTooLarge = errors.New("too large")
 )
 
 // ConflictError says that a write expected another revision.

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -249,13 +250,16 @@ func (s *Store) write(ctx context.Context, ref api.Ref, w Write, cur *api.Object
 	obj.Meta.Generation = rec.Gen
 	obj.Meta.Updated = now
 
-	ob, err := json.Marshal(&obj)
+	ob, err := marshal(&obj)
 	if err != nil {
 		return Result{}, false, err
 	}
-	rb, err := json.Marshal(&rec)
+	rb, err := marshal(&rec)
 	if err != nil {
 		return Result{}, false, err
+	}
+	if n := len(ob) + len(rb); n > MaxRequestBytes-64<<10 {
+		return Result{}, false, fmt.Errorf("%s: %w: the object and its revision are %d bytes, more than etcd takes in one request (%d)", ref, ErrTooLarge, n, MaxRequestBytes)
 	}
 	resp, err := s.kv.Txn(ctx).If(cmps...).Then(
 		clientv3.OpPut(s.objKey(ref), string(ob)),
@@ -323,7 +327,7 @@ func (s *Store) Delete(ctx context.Context, ref api.Ref, w Write) (api.Object, e
 		}
 		rec := record{Rev: cur.Meta.Revision + 1, Time: s.now().UnixMilli(), Changer: w.Changer,
 			Cause: w.Cause, Gen: cur.Meta.Generation, Deleted: true}
-		rb, err := json.Marshal(&rec)
+		rb, err := marshal(&rec)
 		if err != nil {
 			return api.Object{}, err
 		}
@@ -453,6 +457,18 @@ func (s *Store) Rollback(ctx context.Context, ref api.Ref, to int64, w Write) (R
 		}
 		return &next, nil
 	})
+}
+
+// marshal encodes JSON without escaping <, > and & (which would grow a
+// shell script in an env var sixfold).
+func marshal(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
 // IsNotFound reports whether err means the object does not exist.

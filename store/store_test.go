@@ -798,9 +798,8 @@ func TestList(t *testing.T) {
 	}
 }
 
-// BUG: List is documented to sort "by namespace and name", but it returns
-// etcd key order, KIND/NS/NAME, in which "/" (0x2f) sorts after "-" (0x2d):
-// every object of namespace "team-b" comes before those of "team".
+// Regression: List across namespaces sorts by namespace, then name; in
+// etcd key order (KIND/NS/NAME) "team-b/" comes before "team/" ('-' < '/').
 func TestListAcrossNamespacesSortsByNamespace(t *testing.T) {
 	st := newStore(t, store.Options{})
 	ctx := context.Background()
@@ -1165,14 +1164,11 @@ func jsonObject(t *testing.T, o api.Object) api.Object {
 	return out
 }
 
-// BUG: a snapshot record of an object with an empty body (no labels, spec,
-// status or owner, e.g. `kind: Node` with nothing else, whose empty spec
-// Normalize turns into nil) loses its snapshot: record.Full is tagged
-// `json:"s,omitempty"`, and an empty map is omitted, so the record reads back
-// as neither snapshot, patch nor deletion and replay fails with "revision 1
-// is a patch with no base (history damaged)". At (and so Rollback and the
-// API's /revisions/N) then fails for that revision and for every later one
-// up to the next snapshot.
+// Regression: a snapshot of an object with an empty body (no labels, spec,
+// status or owner, e.g. a bare Node) must read back; with record.Full
+// tagged omitempty and no other mark, it read back as a patch with no base
+// ("history damaged") for that revision and every later one up to the next
+// snapshot.
 func TestAtEmptyObject(t *testing.T) {
 	st := newStore(t, store.Options{SnapshotEvery: 4})
 	ctx := context.Background()

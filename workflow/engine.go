@@ -400,13 +400,17 @@ func readHash(s *Step, body map[string]any) string {
 		return ""
 	}
 	h := sha256.New()
-	for _, p := range s.Reads {
-		v, _ := fieldpath.Get(body, p)
-		b, _ := json.Marshal(v)
-		h.Write([]byte(p.String()))
-		h.Write([]byte{0})
-		h.Write(b)
-		h.Write([]byte{0})
+	for _, rp := range s.Reads {
+		h.Write([]byte(rp.String()))
+		h.Write([]byte{1})
+		for _, p := range fieldpath.Expand(body, rp) {
+			v, _ := fieldpath.Get(body, p)
+			b, _ := json.Marshal(v)
+			h.Write([]byte(p.String()))
+			h.Write([]byte{0})
+			h.Write(b)
+			h.Write([]byte{0})
+		}
 	}
 	return hex.EncodeToString(h.Sum(nil)[:12])
 }
@@ -420,7 +424,26 @@ func (e *Engine) startStepLocked(r *run, sr *StepRecord) []func() {
 		return nil
 	}
 	r.hash[sr.Name] = h
+	if s.Where == "node" && nodeOf(r.state.obj.Body) == "" {
+		// A node step needs the object's node. Going down, an object that
+		// never had one has nothing to undo there.
+		t := e.o.Now()
+		sr.Finished = &t
+		if r.rec.Phase == Down {
+			sr.State, sr.Reason = Skipped, "no node: nothing to undo"
+		} else {
+			sr.State, sr.Reason = Failed, "the object has no node (status.node is empty)"
+		}
+		return nil
+	}
 	return e.dispatchLocked(r, sr, s)
+}
+
+// nodeOf returns status.node of a body.
+func nodeOf(body map[string]any) string {
+	st, _ := body["status"].(map[string]any)
+	n, _ := st["node"].(string)
+	return n
 }
 
 func (e *Engine) dispatchLocked(r *run, sr *StepRecord, s *Step) []func() {
@@ -436,19 +459,13 @@ func (e *Engine) dispatchLocked(r *run, sr *StepRecord, s *Step) []func() {
 		Object: obj.Body,
 	}
 	if s.Where == "node" {
-		if st, ok := obj.Body["status"].(map[string]any); ok {
-			item.Node, _ = st["node"].(string)
-		}
+		item.Node = nodeOf(obj.Body)
 	}
 	a := &attempt{item: item, run: r, unit: sr.Name}
 	e.items[item.ID] = a
 	sr.WaitingOn = []string{"controller:" + s.Controller + " to take it"}
 	if s.Where == "node" {
-		if item.Node == "" {
-			sr.WaitingOn = []string{"a node: the object has no status.node"}
-		} else {
-			sr.WaitingOn = []string{"node:" + item.Node + " to take it"}
-		}
+		sr.WaitingOn = []string{"node:" + item.Node + " to take it"}
 	}
 	return []func(){func() {
 		if e.o.Dispatcher.Dispatch(item) {

@@ -184,20 +184,6 @@ func sortedSet(m map[string]bool) []string {
 	return out
 }
 
-// Builtin returns the registrations built into the server. For now: the
-// admission controller, whose admit step checks a pod before anything else
-// happens to it.
-func Builtin() []Registration {
-	return []Registration{{
-		Name: "admission", Builtin: true,
-		Spec: api.ControllerSpec{
-			Reads: []api.FieldRef{"Pod:spec", "Pod:labels"},
-			Steps: []api.Step{{Name: "admit", Kind: "Pod", Phase: Up, Where: "cluster",
-				Before: []string{"admitted"}, RequiredBy: []string{"admitted"}, Timeout: "30s"}},
-		},
-	}}
-}
-
 // StepsOf lists the names of a registration's steps, for messages.
 func StepsOf(r Registration) string {
 	names := make([]string, len(r.Spec.Steps))

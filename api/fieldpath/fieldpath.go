@@ -35,6 +35,14 @@ func Key(k string) Elem { return Elem{Key: k} }
 // Index returns the Elem for list index i.
 func Index(i int) Elem { return Elem{Index: i, IsIndex: true} }
 
+// Any is the wildcard list index "[*]": every element of a list. Paths
+// with wildcards name several fields (a controller reading
+// spec.containers[*].resources); Expand turns them into concrete ones.
+var Any = Elem{Index: -1, IsIndex: true}
+
+// IsWildcard reports whether e is Any.
+func (e Elem) IsWildcard() bool { return e.IsIndex && e.Index < 0 }
+
 // Path is a sequence of elements from the root of a tree. The empty Path
 // is the root itself.
 type Path []Elem
@@ -83,6 +91,9 @@ func Parse(s string) (Path, error) {
 // parseBracket parses `[12]` or `["key"]` at the start of s and returns
 // the element, its length in bytes, or a reason it is malformed.
 func parseBracket(s string) (Elem, int, string) {
+	if strings.HasPrefix(s, "[*]") {
+		return Any, 3, ""
+	}
 	if n := digitLen(s[1:]); n > 0 {
 		if !strings.HasPrefix(s[1+n:], "]") {
 			return Elem{}, 0, `missing "]" after list index`
@@ -137,6 +148,8 @@ func (p Path) String() string {
 	var b strings.Builder
 	for i, e := range p {
 		switch {
+		case e.IsWildcard():
+			b.WriteString("[*]")
 		case e.IsIndex:
 			b.WriteString("[" + strconv.Itoa(e.Index) + "]")
 		case e.Key != "" && identLen(e.Key) == len(e.Key):
@@ -152,9 +165,55 @@ func (p Path) String() string {
 }
 
 // HasPrefix reports whether q is a prefix of p (every path has the root
-// as a prefix, and p is a prefix of itself).
+// as a prefix, and p is a prefix of itself). A wildcard index on either
+// side matches any index.
 func (p Path) HasPrefix(q Path) bool {
-	return len(q) <= len(p) && slices.Equal(p[:len(q)], q)
+	if len(q) > len(p) {
+		return false
+	}
+	for i, e := range q {
+		f := p[i]
+		if e.IsIndex && f.IsIndex && (e.IsWildcard() || f.IsWildcard()) {
+			continue
+		}
+		if e != f {
+			return false
+		}
+	}
+	return true
+}
+
+// Expand returns the concrete paths of tree that p names: p itself if it
+// has no wildcard and exists, every existing element for each wildcard.
+func Expand(tree any, p Path) []Path {
+	var out []Path
+	var walk func(node any, done Path, rest Path)
+	walk = func(node any, done Path, rest Path) {
+		if len(rest) == 0 {
+			out = append(out, done)
+			return
+		}
+		e := rest[0]
+		switch {
+		case e.IsWildcard():
+			l, _ := node.([]any)
+			for i := range l {
+				walk(l[i], done.child(Index(i)), rest[1:])
+			}
+		case e.IsIndex:
+			if l, ok := node.([]any); ok && e.Index < len(l) {
+				walk(l[e.Index], done.child(e), rest[1:])
+			}
+		default:
+			if m, ok := node.(map[string]any); ok {
+				if v, ok := m[e.Key]; ok {
+					walk(v, done.child(e), rest[1:])
+				}
+			}
+		}
+	}
+	walk(tree, Path{}, p)
+	return out
 }
 
 // compare orders paths element by element: indexes numerically, keys

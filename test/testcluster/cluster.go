@@ -66,13 +66,14 @@ type Cluster struct {
 	URL    string
 }
 
-// Up starts `skiff up` on data and waits until it says it is ready.
-func Up(t *testing.T, data string) *Cluster {
+// Up starts `skiff up` on data, with extra flags, and waits until it
+// says it is ready.
+func Up(t *testing.T, data string, flags ...string) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, Data: data, stderr: &bytes.Buffer{}}
 	home := filepath.Join(filepath.Dir(data), "home")
 	c.Env = append(os.Environ(), "HOME="+home, "SKIFF_CONFIG="+filepath.Join(data, "config"))
-	c.cmd = exec.Command(Binary, "up", "--data", data, "--listen", "127.0.0.1:0")
+	c.cmd = exec.Command(Binary, append([]string{"up", "--data", data, "--listen", "127.0.0.1:0"}, flags...)...)
 	c.cmd.Env = c.Env
 	c.cmd.Stderr = c.stderr
 	out, err := c.cmd.StdoutPipe()

@@ -151,7 +151,9 @@ func readFile(t *testing.T, p string) string {
 }
 
 func TestThirtyStepsFromFiveControllers(t *testing.T) {
-	c := testcluster.Up(t, filepath.Join(t.TempDir(), "data"))
+	// Only admission of the built-in controllers: no scheduler or nodes,
+	// so the run is the example's thirty steps and nothing else.
+	c := testcluster.Up(t, filepath.Join(t.TempDir(), "data"), "--builtin-controllers", "admission")
 	out := c.OK("", "apply", "-f", "../../examples/workflow/controllers.yaml")
 	if strings.Count(out, "created") != 5 {
 		t.Fatalf("registering the example controllers:\n%s", out)
@@ -295,7 +297,8 @@ spec:
 `
 
 func TestFieldOwnership(t *testing.T) {
-	c := testcluster.Up(t, filepath.Join(t.TempDir(), "data"))
+	// The test registers its own scheduler instead of the built-in one.
+	c := testcluster.Up(t, filepath.Join(t.TempDir(), "data"), "--builtin-controllers", "admission,agent")
 	c.OK(scheduler, "apply", "-f", "-")
 
 	// A second owner of status.node is refused, naming both.
