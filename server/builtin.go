@@ -137,4 +137,3 @@ func (o *Orchestrator) nodeSnapshot(ctx context.Context, self api.Ref) ([]schedu
 	}
 	return nodes, nil
 }
-
