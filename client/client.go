@@ -216,6 +216,16 @@ func (c *Client) PutStatus(ctx context.Context, ref api.Ref, status map[string]a
 	return res, c.do(ctx, "PUT", p, map[string]any{"status": status}, &res)
 }
 
+// PatchStatus sets individual status fields ({"status.phase": "Running"}),
+// each of which the caller must own.
+func (c *Client) PatchStatus(ctx context.Context, ref api.Ref, writes map[string]any) error {
+	p, err := refPath(ref)
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, "PATCH", p+"/status", map[string]any{"writes": writes}, nil)
+}
+
 // Entry is one line of history.
 type Entry struct {
 	Rev     int64     `json:"rev"`

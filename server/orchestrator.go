@@ -312,10 +312,14 @@ func (o *Orchestrator) Write(ctx context.Context, ref workflow.Ref, changer, ste
 	}
 	sort.Slice(ops, func(i, j int) bool { return ops[i].Path < ops[j].Path })
 	var body map[string]any
-	_, err = o.store.Mutate(ctx, fromRef(ref), store.Write{Changer: changer, Cause: "step " + step},
+	cause := "step " + step
+	if step == "" {
+		cause = "status"
+	}
+	_, err = o.store.Mutate(ctx, fromRef(ref), store.Write{Changer: changer, Cause: cause},
 		func(cur *api.Object) (*api.Object, error) {
 			if cur == nil {
-				return nil, fmt.Errorf("%s is gone", ref)
+				return nil, fmt.Errorf("%s: %w", ref, store.ErrNotFound)
 			}
 			old := bodyOf(cur)
 			next, err := fieldpath.Apply(fieldpath.DeepCopy(old), ops)

@@ -249,6 +249,8 @@ func (s *Server) objects(w http.ResponseWriter, r *http.Request, tok Token) erro
 		writeJSON(w, 200, runs)
 	case sub == "status" && r.Method == http.MethodPut:
 		return s.putStatus(w, r, tok, p.ref())
+	case sub == "status" && r.Method == http.MethodPatch:
+		return s.patchStatus(w, r, tok, p.ref())
 	case sub == "history" && r.Method == http.MethodGet:
 		f, err := identity.ParseFilter(r.URL.Query()["changer"])
 		if err != nil {
@@ -433,6 +435,44 @@ func (s *Server) putStatus(w http.ResponseWriter, r *http.Request, tok Token, re
 		return err
 	}
 	writeJSON(w, 200, WriteResult{Op: res.Op, Object: stripFor(owners, tok, res.Object)})
+	return nil
+}
+
+// patchStatus sets individual status fields: {"writes": {"status.phase":
+// "Running"}}, as a step's completion does. Ownership is checked per field.
+func (s *Server) patchStatus(w http.ResponseWriter, r *http.Request, tok Token, ref api.Ref) error {
+	if err := authorizeStatus(tok, ref); err != nil {
+		return err
+	}
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		Writes map[string]any `json:"writes"`
+	}
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil || len(req.Writes) == 0 {
+		return badRequest(`status patch needs {"writes": {"status.FIELD": VALUE, ...}}`)
+	}
+	for p := range req.Writes {
+		if !strings.HasPrefix(p, "status.") {
+			return badRequest("status patch writes %s: only status fields", p)
+		}
+	}
+	if _, err := s.orch.Write(r.Context(), toRef(ref), tok.Identity, "", req.Writes); err != nil {
+		var no *ownership.NotOwnerError
+		if errors.As(err, &no) {
+			return &statusError{kind: errForbidden, msg: err.Error()}
+		}
+		return err
+	}
+	o, err := s.store.Get(r.Context(), ref)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, WriteResult{Op: store.Configured, Object: stripFor(s.owners(), tok, o)})
 	return nil
 }
 

@@ -120,7 +120,7 @@ func serial() *big.Int {
 func (ca *CA) ServerCert(dir string, hosts []string) (tls.Certificate, error) {
 	certFile, keyFile := filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
 	if c, err := tls.LoadX509KeyPair(certFile, keyFile); err == nil && ca.covers(c, hosts) {
-		return c, nil
+		return ca.withChain(c), nil
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return tls.Certificate{}, err
@@ -160,7 +160,18 @@ func (ca *CA) ServerCert(dir string, hosts []string) (tls.Certificate, error) {
 	if err := os.WriteFile(certFile, certPEM, 0o644); err != nil {
 		return tls.Certificate{}, err
 	}
-	return tls.X509KeyPair(certPEM, keyPEM)
+	c, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return c, err
+	}
+	return ca.withChain(c), nil
+}
+
+// withChain appends the CA to the presented chain, so that a joining node
+// can find it and check it against the hash its join command pins.
+func (ca *CA) withChain(c tls.Certificate) tls.Certificate {
+	c.Certificate = append(c.Certificate[:1:1], ca.Cert.Raw)
+	return c
 }
 
 func (ca *CA) covers(c tls.Certificate, hosts []string) bool {
