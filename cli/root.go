@@ -49,14 +49,15 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	root.AddCommand(
 		applyCmd(e), getCmd(e), deleteCmd(e), historyCmd(e), diffCmd(e), rollbackCmd(e),
 		tokenCmd(e), upCmd(e), serverCmd(e), benchCmd(e), versionCmd(e),
+		agentCmd(e), logsCmd(e), execCmd(e),
 		whyCmd(e), graphCmd(e), journalCmd(e), controllersCmd(e),
 	)
 	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(stderr, "skiff: "+oneLine(err))
 		var ee exitError
 		if errors.As(err, &ee) {
-			return int(ee)
+			return int(ee) // the exit code of a command skiff ran; it said what it had to
 		}
+		fmt.Fprintln(stderr, "skiff: "+oneLine(err))
 		return 1
 	}
 	return 0

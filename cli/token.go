@@ -5,6 +5,9 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
+
+	"skiff.dev/skiff/agent"
+	"skiff.dev/skiff/client"
 )
 
 func tokenCmd(e *env) *cobra.Command {
@@ -33,13 +36,26 @@ func tokenCmd(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintln(e.stdout, tok)
+			if node == "" {
+				fmt.Fprintln(e.stdout, tok)
+				return nil
+			}
+			// A node token is printed as the command that joins the node.
+			cfg, err := client.LoadConfig(e.configPath)
+			if err != nil {
+				return err
+			}
+			hash, err := agent.CAHash([]byte(cfg.CA))
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "skiff agent --server %s --token %s --ca-hash %s --name %s\n", cfg.Servers[0], tok, hash, node)
 			return nil
 		},
 	}
 	create.Flags().StringVar(&operator, "operator", "", "token for operator:NAME")
 	create.Flags().StringVar(&controller, "controller", "", "token for controller:NAME")
-	create.Flags().StringVar(&node, "node", "", "token for node:NAME")
+	create.Flags().StringVar(&node, "node", "", "token for node:NAME, printed as the skiff agent command that joins it")
 	create.Flags().StringVar(&role, "role", "", "operator role: admin (default), edit or view")
 
 	list := &cobra.Command{

@@ -25,6 +25,8 @@ func defaultDataDir() string {
 
 func upCmd(e *env) *cobra.Command {
 	var o daemon.Options
+	var ao daemon.AgentOptions
+	withAgent := true
 	cmd := &cobra.Command{
 		Use:   "up [--data DIR] [--listen ADDR]",
 		Short: "run skiff on this machine: API server and embedded etcd, in the foreground",
@@ -36,12 +38,22 @@ written to DIR/config and, unless one for another cluster exists, to
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.UserConfig = client.DefaultConfigPath()
+			if withAgent {
+				if os.Geteuid() != 0 {
+					fmt.Fprintln(e.stderr, "note: not root, so no local agent runs (pods will not start here); run as root, or --agent=false to silence this")
+				} else {
+					o.Agent = &ao
+				}
+			}
 			return runDaemon(cmd, e, o)
 		},
 	}
 	cmd.Flags().StringVar(&o.DataDir, "data", defaultDataDir(), "data directory")
 	cmd.Flags().StringVar(&o.Listen, "listen", daemon.DefaultListen, "API address (HOST:PORT)")
 	builtinsFlag(cmd, &o)
+	cmd.Flags().BoolVar(&withAgent, "agent", true, "also run a node agent for this machine (needs root)")
+	cmd.Flags().StringVar(&ao.Name, "node-name", "", "this machine's node name (default: the host name)")
+	cmd.Flags().StringSliceVar(&ao.InsecureRegistries, "insecure-registry", nil, "registries (HOST:PORT) the agent reaches over plain HTTP")
 	return cmd
 }
 
@@ -72,8 +84,12 @@ func serverCmd(e *env) *cobra.Command {
 	return cmd
 }
 
+func daemonLog(e *env) *slog.Logger {
+	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
 func runDaemon(cmd *cobra.Command, e *env, o daemon.Options) error {
-	o.Log = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	o.Log = daemonLog(e)
 	o.Ready = func(info daemon.Info) {
 		line := fmt.Sprintf("skiff is up at %s (data %s, client config %s", info.URL, o.DataDir, info.ConfigPath)
 		if info.UserConfig != "" && info.UserConfig != info.ConfigPath {

@@ -20,6 +20,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"skiff.dev/skiff/agent"
 	"skiff.dev/skiff/api/identity"
 	"skiff.dev/skiff/client"
 	"skiff.dev/skiff/server"
@@ -43,6 +44,9 @@ type Options struct {
 	// writes ~/.config/skiff/config). It is written if absent, or replaced
 	// if it belongs to this same cluster; another cluster's is left alone.
 	UserConfig string
+	// Agent, when set, also runs a node agent in this process (skiff up),
+	// with its data in DataDir/agent.
+	Agent *AgentOptions
 	// Builtins names the built-in controllers to run; nil means
 	// server.DefaultBuiltins (admission, scheduler, agent).
 	Builtins []string
@@ -131,8 +135,9 @@ func Run(ctx context.Context, o Options) error {
 	orchDone := make(chan struct{})
 	go func() { orch.Run(orchCtx); close(orchDone) }()
 	defer func() { stopOrch(); <-orchDone }()
+	api := server.New(st, tokens, orch)
 	srv := &http.Server{
-		Handler:           server.New(st, tokens, orch),
+		Handler:           api,
 		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
@@ -151,6 +156,32 @@ func Run(ctx context.Context, o Options) error {
 			info.UserConfig, info.Note = writeUserConfig(o.UserConfig, cfg)
 		}
 	}
+	agentDone := make(chan error, 1)
+	agentRunning := false
+	if o.Agent != nil {
+		agentRunning = true
+		ao := *o.Agent
+		if ao.Name == "" {
+			ao.Name = NodeName()
+		}
+		if ao.DataDir == "" {
+			ao.DataDir = filepath.Join(o.DataDir, "agent")
+		}
+		if ao.Log == nil {
+			ao.Log = o.Log
+		}
+		nodeTok, err := localNodeToken(ctx, tokens, o.DataDir, ao.Name)
+		if err != nil {
+			return err
+		}
+		c, err := client.New(client.Config{Servers: []string{info.URL}, Token: nodeTok, CA: string(ca.CertPEM)})
+		if err != nil {
+			return err
+		}
+		ao.Client = c
+		ao.Attach = func(node string, a *agent.Agent) { api.AttachNode(node, a.Handler()) }
+		go func() { agentDone <- RunAgent(ctx, ao) }()
+	}
 	if o.Ready != nil {
 		o.Ready(info)
 	}
@@ -158,12 +189,25 @@ func Run(ctx context.Context, o Options) error {
 	select {
 	case err := <-serveErr:
 		return fmt.Errorf("api server: %w", err)
+	case err := <-agentDone:
+		agentRunning = false
+		if err != nil {
+			o.Log.Error("local agent stopped; the server goes on without it", "err", err)
+		}
+		<-ctx.Done()
 	case <-ctx.Done():
 	}
 	o.Log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	srv.Shutdown(sctx)
+	if agentRunning {
+		select {
+		case <-agentDone:
+		case <-time.After(15 * time.Second):
+			o.Log.Warn("local agent did not stop within 15s")
+		}
+	}
 	return nil
 }
 
@@ -205,6 +249,26 @@ func bootstrapAdmin(ctx context.Context, kv *clientv3.Client, tokens *server.Tok
 	}
 	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("write admin token: %w", err)
+	}
+	return secret, nil
+}
+
+// localNodeToken returns the token of the agent running in this process,
+// kept in DATA/node.token, creating it on first start.
+func localNodeToken(ctx context.Context, tokens *server.Tokens, dir, node string) (string, error) {
+	path := filepath.Join(dir, "node.token")
+	if b, err := os.ReadFile(path); err == nil {
+		secret := strings.TrimSpace(string(b))
+		if tok, err := tokens.Verify(ctx, secret); err == nil && tok.Identity == "node:"+node {
+			return secret, nil
+		}
+	}
+	secret, _, err := tokens.Create(ctx, identity.Identity{Kind: identity.Node, Name: node}, "", "skiff up")
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+		return "", err
 	}
 	return secret, nil
 }

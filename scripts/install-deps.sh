@@ -6,7 +6,12 @@ set -euo pipefail
 
 # Debian packages skiff uses at run time or in tests. Each later capability
 # (runc, iproute2, nftables, a registry, ...) adds its packages here.
-APT_PACKAGES=(ca-certificates git)
+APT_PACKAGES=(ca-certificates git
+	busybox-static  # agent/image tests: builds a test image from /bin/busybox
+	docker-registry # agent/image tests: a real OCI registry on loopback
+	runc            # agent/runtime: runs containers (and its tests)
+	iproute2        # agent/runtime tests: ip netns for a shared pod network namespace
+)
 
 log() { echo "install-deps: $*" >&2; }
 

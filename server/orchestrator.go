@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -193,8 +194,24 @@ func (o *Orchestrator) reload(ctx context.Context) error {
 func (o *Orchestrator) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); o.rec.run(ctx) }()
+	// Nodes coming, going or changing can make a failed placement work:
+	// failed pod runs are retried a second after a burst of node changes.
+	go func() {
+		var pending atomic.Bool
+		retry := func() {
+			if pending.CompareAndSwap(false, true) {
+				time.AfterFunc(time.Second, func() {
+					pending.Store(false)
+					if ctx.Err() == nil {
+						o.Engine.RetryFailed("Pod")
+					}
+				})
+			}
+		}
+		o.follow(ctx, "Node", func(store.Event) { retry() }, func([]api.Object) { retry() }, wg.Done)
+	}()
 	go o.follow(ctx, "Controller", func(store.Event) {
 		if err := o.reload(ctx); err != nil {
 			o.log.Error("reload controllers", "err", err)

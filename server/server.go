@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,6 +42,20 @@ type Server struct {
 	orch    *Orchestrator
 	mux     *http.ServeMux
 	metrics *metrics
+
+	nodesMu sync.RWMutex
+	nodes   map[string]http.Handler // node name → its agent's API, for agents in this process
+}
+
+// AttachNode makes the API of an agent running in this process reachable
+// for logs and exec of the pods on its node.
+func (s *Server) AttachNode(name string, h http.Handler) {
+	s.nodesMu.Lock()
+	defer s.nodesMu.Unlock()
+	if s.nodes == nil {
+		s.nodes = map[string]http.Handler{}
+	}
+	s.nodes[name] = h
 }
 
 // New returns a server over a store, a token registry and the workflow
@@ -251,6 +266,8 @@ func (s *Server) objects(w http.ResponseWriter, r *http.Request, tok Token) erro
 		return s.putStatus(w, r, tok, p.ref())
 	case sub == "status" && r.Method == http.MethodPatch:
 		return s.patchStatus(w, r, tok, p.ref())
+	case (sub == "logs" && r.Method == http.MethodGet || sub == "exec" && r.Method == http.MethodPost) && p.kind.Name == "Pod":
+		return s.toNode(w, r, tok, p.ref(), sub)
 	case sub == "history" && r.Method == http.MethodGet:
 		f, err := identity.ParseFilter(r.URL.Query()["changer"])
 		if err != nil {
@@ -435,6 +452,40 @@ func (s *Server) putStatus(w http.ResponseWriter, r *http.Request, tok Token, re
 		return err
 	}
 	writeJSON(w, 200, WriteResult{Op: res.Op, Object: stripFor(owners, tok, res.Object)})
+	return nil
+}
+
+// toNode passes a logs or exec request to the agent of the pod's node.
+func (s *Server) toNode(w http.ResponseWriter, r *http.Request, tok Token, ref api.Ref, what string) error {
+	id := identityOf(tok)
+	if id.Kind != identity.Operator {
+		return forbidden("%s may not %s pod %s: only operators do", tok.Identity, what, ref)
+	}
+	if what == "exec" && tok.Role == RoleView {
+		return forbidden("%s has the view role and may not exec into %s", tok.Identity, ref)
+	}
+	pod, err := s.store.Get(r.Context(), ref)
+	if err != nil {
+		return err
+	}
+	node, _ := pod.Status["node"].(string)
+	if node == "" {
+		return &statusError{kind: errConflict, msg: fmt.Sprintf("%s is not on a node yet: see skiff why %s", ref, "pod/"+ref.Name)}
+	}
+	s.nodesMu.RLock()
+	h := s.nodes[node]
+	s.nodesMu.RUnlock()
+	if h == nil {
+		return &statusError{kind: errConflict, msg: fmt.Sprintf("%s runs on node %s, whose agent this server cannot reach for %s yet (only agents in the server's own process)", ref, node, what)}
+	}
+	q := r.URL.Query()
+	q.Set("namespace", ref.Namespace)
+	q.Set("pod", ref.Name)
+	r2 := r.Clone(r.Context())
+	r2.URL.Path = "/" + what
+	r2.URL.RawQuery = q.Encode()
+	r2.Body = r.Body
+	h.ServeHTTP(w, r2)
 	return nil
 }
 

@@ -242,6 +242,41 @@ func (e *Engine) Submit(obj Object) {
 	}
 }
 
+// RetryFailed starts a new run for every object of kind whose last run
+// failed, as if its intent had changed: used when the world changed under
+// it (a node joined, so a pod that fit nowhere may fit now). Steps that
+// succeeded with the same inputs are skipped as usual.
+func (e *Engine) RetryFailed(kind string) int {
+	e.mu.Lock()
+	var actions []func()
+	n := 0
+	for _, st := range e.objs {
+		if st.obj.Kind != kind || st.active != nil || len(st.history) == 0 || st.history[len(st.history)-1].State != RunFailed {
+			continue
+		}
+		phase := Up
+		if st.obj.Deleting {
+			phase = Down
+		}
+		g := e.graphs[kind+"/"+phase]
+		if g == nil {
+			continue
+		}
+		r, err := e.newRunLocked(st, g, phase)
+		if err != nil {
+			continue
+		}
+		st.active = r
+		actions = append(actions, e.advanceLocked(r)...)
+		n++
+	}
+	e.mu.Unlock()
+	for _, a := range actions {
+		a()
+	}
+	return n
+}
+
 // Forget drops an object that no longer exists.
 func (e *Engine) Forget(ref Ref) {
 	e.mu.Lock()

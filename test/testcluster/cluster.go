@@ -67,13 +67,14 @@ type Cluster struct {
 }
 
 // Up starts `skiff up` on data, with extra flags, and waits until it
-// says it is ready.
+// says it is ready. It runs no local agent unless flags say --agent=true:
+// an agent would pull the images of the tests' pods from the internet.
 func Up(t *testing.T, data string, flags ...string) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, Data: data, stderr: &bytes.Buffer{}}
 	home := filepath.Join(filepath.Dir(data), "home")
 	c.Env = append(os.Environ(), "HOME="+home, "SKIFF_CONFIG="+filepath.Join(data, "config"))
-	c.cmd = exec.Command(Binary, append([]string{"up", "--data", data, "--listen", "127.0.0.1:0"}, flags...)...)
+	c.cmd = exec.Command(Binary, append([]string{"up", "--data", data, "--listen", "127.0.0.1:0", "--agent=false"}, flags...)...)
 	c.cmd.Env = c.Env
 	c.cmd.Stderr = c.stderr
 	out, err := c.cmd.StdoutPipe()
@@ -105,6 +106,13 @@ func Up(t *testing.T, data string, flags ...string) *Cluster {
 		t.Fatalf("skiff up did not say it was ready; stderr:\n%s", c.stderr)
 	}
 	return c
+}
+
+// Kill ends skiff up with SIGKILL, as a crash would.
+func (c *Cluster) Kill() {
+	c.t.Helper()
+	c.cmd.Process.Kill()
+	c.cmd.Wait()
 }
 
 // Stop sends Ctrl-C and expects a clean exit.

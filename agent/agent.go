@@ -1,0 +1,285 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"skiff.dev/skiff/agent/runtime"
+	"skiff.dev/skiff/api"
+	"skiff.dev/skiff/client"
+	"skiff.dev/skiff/workflow"
+)
+
+// Image is what the agent needs of a pulled image.
+type Image struct {
+	Digest               string
+	Rootfs               string
+	Entrypoint, Cmd, Env []string
+	WorkingDir, User     string
+}
+
+// Images pulls images (or finds them locally when the registry is away).
+type Images interface {
+	Pull(ctx context.Context, ref string) (Image, error)
+}
+
+// Runtime runs containers; *runtime.Runtime is the real one.
+type Runtime interface {
+	Start(ctx context.Context, s runtime.Spec) error
+	Stop(ctx context.Context, id string, grace time.Duration) error
+	Remove(ctx context.Context, id string) error
+	State(id string) (runtime.State, error)
+	// CreatePodNetNS makes (or finds) the network namespace a pod's
+	// containers share, owned by the pod's user namespace, with lo up.
+	CreatePodNetNS(name string, ids runtime.IDRange) (string, error)
+	RemovePodNetNS(name string) error
+}
+
+// Options configure an agent.
+type Options struct {
+	Name    string // node name
+	DataDir string // state file and runtime root
+	Client  *client.Client
+	Images  Images
+	Runtime Runtime
+	Labels  map[string]string
+	Address string // underlay address reported in status
+	// Heartbeat is how often the node reports; default 10s.
+	Heartbeat time.Duration
+	Log       *slog.Logger
+}
+
+// Agent runs one node.
+type Agent struct {
+	o      Options
+	st     *state
+	rt     Runtime
+	images Images
+	c      *client.Client
+	log    *slog.Logger
+
+	mu      sync.Mutex             // guards podLock and allocation
+	podLock map[string]*sync.Mutex // one per pod: steps and supervision of a pod never overlap
+}
+
+// New opens the agent's state.
+func New(o Options) (*Agent, error) {
+	if o.Name == "" {
+		return nil, errors.New("agent: no node name")
+	}
+	if err := api.ValidateName(o.Name); err != nil {
+		return nil, fmt.Errorf("agent: node name %w", err)
+	}
+	if o.Heartbeat == 0 {
+		o.Heartbeat = 10 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	// Others may search (not list) the data directory: containers in user
+	// namespaces reach their root file systems through it.
+	if err := os.MkdirAll(o.DataDir, 0o711); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(o.DataDir, 0o711); err != nil {
+		return nil, err
+	}
+	st, err := openState(filepath.Join(o.DataDir, "agent.db"))
+	if err != nil {
+		return nil, err
+	}
+	return &Agent{o: o, st: st, rt: o.Runtime, images: o.Images, c: o.Client, log: o.Log.With("node", o.Name),
+		podLock: map[string]*sync.Mutex{}}, nil
+}
+
+// Close releases the state file.
+func (a *Agent) Close() error { return a.st.close() }
+
+func (a *Agent) lockPod(ns, name string) func() {
+	a.mu.Lock()
+	l := a.podLock[ns+"/"+name]
+	if l == nil {
+		l = &sync.Mutex{}
+		a.podLock[ns+"/"+name] = l
+	}
+	a.mu.Unlock()
+	l.Lock()
+	return l.Unlock
+}
+
+// Run works until ctx ends. With no server reachable it still runs every
+// pod it knows, and catches up when the server answers.
+func (a *Agent) Run(ctx context.Context) error {
+	// First bring back what this node ran: after a restart containers are
+	// re-adopted; after a cold boot they are started again.
+	a.supervise(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(3)
+	go func() { defer wg.Done(); a.heartbeatLoop(ctx) }()
+	go func() { defer wg.Done(); a.workLoop(ctx) }()
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				a.supervise(ctx)
+			}
+		}
+	}()
+	<-ctx.Done()
+	return nil
+}
+
+func (a *Agent) nodeRef() api.Ref { return api.Ref{Kind: "Node", Name: a.o.Name} }
+
+// heartbeatLoop registers the node and reports it alive.
+func (a *Agent) heartbeatLoop(ctx context.Context) {
+	registered := false
+	for {
+		if !registered {
+			node := api.Object{Kind: "Node", Name: a.o.Name, Labels: a.o.Labels}
+			if cur, err := a.c.Get(ctx, a.nodeRef()); err == nil {
+				node.Spec = cur.Spec // keep what operators set (cordon, taints)
+				if len(a.o.Labels) == 0 {
+					node.Labels = cur.Labels
+				}
+			}
+			if _, err := a.c.Apply(ctx, node, 0); err == nil {
+				registered = true
+			} else if ctx.Err() == nil {
+				a.log.Warn("register node", "err", err)
+			}
+		}
+		if registered {
+			if err := a.c.PatchStatus(ctx, a.nodeRef(), a.nodeStatus()); err != nil && ctx.Err() == nil {
+				a.log.Warn("heartbeat", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(a.o.Heartbeat):
+		}
+	}
+}
+
+func (a *Agent) nodeStatus() map[string]any {
+	var si unix.Sysinfo_t
+	unix.Sysinfo(&si)
+	pods, _ := a.st.all()
+	return map[string]any{
+		"status.state":     "ready",
+		"status.heartbeat": time.Now().UTC().Format(time.RFC3339Nano),
+		"status.address":   a.o.Address,
+		"status.capacity": map[string]any{
+			"cpuMilli":    goruntime.NumCPU() * 1000,
+			"memoryBytes": int64(si.Totalram) * int64(si.Unit),
+			"pods":        idRanges,
+		},
+		"status.pods": len(pods),
+	}
+}
+
+// workLoop takes this node's work items and does them.
+func (a *Agent) workLoop(ctx context.Context) {
+	for ctx.Err() == nil {
+		items, err := a.c.TakeWork(ctx, 30*time.Second, 16)
+		if err != nil {
+			if ctx.Err() == nil {
+				a.log.Debug("take work", "err", err)
+				select {
+				case <-ctx.Done():
+				case <-time.After(2 * time.Second):
+				}
+			}
+			continue
+		}
+		for i := range items {
+			it := items[i]
+			go a.do(ctx, &it)
+		}
+	}
+}
+
+// do runs one step for one pod and reports the outcome.
+func (a *Agent) do(ctx context.Context, it *workflow.WorkItem) {
+	unlock := a.lockPod(it.Namespace, it.Name)
+	defer unlock()
+	var res workflow.Result
+	writes, err := a.step(ctx, it)
+	if err != nil {
+		res.Err = err.Error()
+	} else {
+		res.Writes = writes
+	}
+	if err := a.c.CompleteWork(context.WithoutCancel(ctx), it.ID, res); err != nil {
+		a.log.Warn("report step", "step", it.Step, "pod", it.Namespace+"/"+it.Name, "err", err)
+	}
+}
+
+func (a *Agent) step(ctx context.Context, it *workflow.WorkItem) (map[string]any, error) {
+	switch it.Step {
+	case "start":
+		spec, _ := it.Object["spec"].(map[string]any)
+		k, _ := api.LookupKind("Pod")
+		typed, err := k.DecodeSpec(spec)
+		if err != nil {
+			return nil, fmt.Errorf("pod spec: %w", err)
+		}
+		p, err := a.st.get(it.Namespace, it.Name)
+		if err != nil {
+			return nil, err
+		}
+		if p == nil {
+			a.mu.Lock()
+			base, err := a.st.allocIDs()
+			if err == nil {
+				p = &podRecord{Namespace: it.Namespace, Name: it.Name, IDBase: base}
+				err = a.st.put(p)
+			}
+			a.mu.Unlock()
+			if err != nil {
+				return nil, err
+			}
+		}
+		p.Spec, p.Generation = *typed.(*api.PodSpec), it.Generation
+		if err := a.st.put(p); err != nil {
+			return nil, err
+		}
+		err = a.ensure(ctx, p)
+		st := a.status(p)
+		p.Status, p.Uploaded = st, err == nil
+		a.st.put(p)
+		if err != nil {
+			return nil, err
+		}
+		return map[string]any{"status.phase": st["phase"], "status.containers": st["containers"], "status.message": st["message"]}, nil
+	case "stop":
+		p, err := a.st.get(it.Namespace, it.Name)
+		if err != nil {
+			return nil, err
+		}
+		if p == nil {
+			return map[string]any{"status.phase": "Stopped"}, nil
+		}
+		if err := a.stopPod(ctx, p); err != nil {
+			return nil, err
+		}
+		return map[string]any{"status.phase": "Stopped", "status.containers": []any{}, "status.message": ""}, nil
+	}
+	return nil, fmt.Errorf("the agent has no step %q", it.Step)
+}

@@ -1,0 +1,243 @@
+//go:build linux
+
+package runtime
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ShimMain is the container shim: `skiff shim -root R -id ID -runc RUNC
+// -log-max N -ready-fd 3`. Runtime.Start runs it, one per container, in
+// its own session; it outlives the agent. It returns the process's exit
+// code.
+//
+// The shim makes itself a child subreaper, runs `runc create` with the
+// container's stdout and stderr as pipes to itself and `runc start`,
+// reports the container's pid (or the error) on the ready fd, then waits
+// for the container's init (reparented to it), writes exit.json (exit code
+// and times, atomically) before anything else, drains the output into the
+// log files and exits.
+func ShimMain(args []string) int {
+	fl := flag.NewFlagSet("shim", flag.ContinueOnError)
+	root := fl.String("root", "", "runtime state root")
+	id := fl.String("id", "", "container id")
+	runc := fl.String("runc", "runc", "runc binary")
+	logMax := fl.Int64("log-max", defaultLogMax, "rotate the container log at this size")
+	readyFD := fl.Int("ready-fd", -1, "fd to report the container's pid or start error on")
+	hold := fl.Bool("hold", false, "internal: wait for stdin to close (pins new namespaces for CreatePodNetNS)")
+	if err := fl.Parse(args); err != nil {
+		return 2
+	}
+	if *hold {
+		return holdMain()
+	}
+	if *root == "" || validID(*id) != nil {
+		fmt.Fprintln(os.Stderr, "skiff shim: -root and a valid -id are required")
+		return 2
+	}
+	s := &shim{
+		root:    *root,
+		id:      *id,
+		runc:    *runc,
+		logMax:  *logMax,
+		dir:     filepath.Join(*root, "containers", *id),
+		runcDir: filepath.Join(*root, "runc"),
+	}
+	if *readyFD >= 0 {
+		s.ready = os.NewFile(uintptr(*readyFD), "ready")
+	}
+	if err := s.run(); err != nil {
+		s.logf("%v", err)
+		s.report(readyMsg{Error: err.Error()})
+		return 1
+	}
+	return 0
+}
+
+type shim struct {
+	root, id, runc, dir, runcDir string
+	logMax                       int64
+	ready                        *os.File
+}
+
+func (s *shim) logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s skiff shim %s: %s\n", time.Now().UTC().Format(time.RFC3339Nano), s.id, fmt.Sprintf(format, args...))
+}
+
+func (s *shim) report(m readyMsg) {
+	if s.ready == nil {
+		return
+	}
+	json.NewEncoder(s.ready).Encode(m)
+	s.ready.Close()
+	s.ready = nil
+}
+
+func (s *shim) runcCmd(args ...string) *exec.Cmd {
+	cmd := exec.Command(s.runc, append([]string{"--root", s.runcDir,
+		"--log", filepath.Join(s.dir, fileRuncLog), "--log-format", "json"}, args...)...)
+	cmd.Dir = filepath.Join(s.dir, dirBundle)
+	return cmd
+}
+
+func (s *shim) run() error {
+	// Nothing of the agent's session reaches us; SIGTERM still ends the
+	// shim (not the container).
+	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGPIPE)
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("set child subreaper: %w", err)
+	}
+	me := os.Getpid()
+	start, err := procStart(me)
+	if err != nil {
+		return err
+	}
+	if err := writeJSON(filepath.Join(s.dir, fileShim), shimRecord{Pid: me, PidStart: start}); err != nil {
+		return err
+	}
+	lw, err := openLogWriter(filepath.Join(s.dir, dirLog), s.logMax, logKeep)
+	if err != nil {
+		return err
+	}
+	defer lw.Close()
+
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	pidFile := filepath.Join(s.dir, "init.pid")
+	create := s.runcCmd("create", "--bundle", filepath.Join(s.dir, dirBundle), "--pid-file", pidFile, s.id)
+	create.Stdout, create.Stderr = outW, errW // the container's stdio
+	err = create.Start()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		return fmt.Errorf("runc create: %w", err)
+	}
+	if err := create.Wait(); err != nil {
+		// runc printed why on stderr; its init is gone, so EOF is near.
+		errR.SetReadDeadline(time.Now().Add(2 * time.Second))
+		msg, _ := io.ReadAll(io.LimitReader(errR, 64<<10))
+		s.runcCmd("delete", "--force", s.id).Run()
+		return fmt.Errorf("%s", runcError(msg, err))
+	}
+
+	// From here on the container may write.
+	var copies sync.WaitGroup
+	copies.Add(2)
+	go func() { defer copies.Done(); copyLines(lw, "stdout", outR) }()
+	go func() { defer copies.Done(); copyLines(lw, "stderr", errR) }()
+
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		s.runcCmd("delete", "--force", s.id).Run()
+		return fmt.Errorf("runc create: pid file: %w", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		s.runcCmd("delete", "--force", s.id).Run()
+		return fmt.Errorf("runc create: pid file: %w", err)
+	}
+	pidStart, err := procStart(pid)
+	if err != nil {
+		s.runcCmd("delete", "--force", s.id).Run()
+		return fmt.Errorf("container init %d: %w", pid, err)
+	}
+	var startOut bytes.Buffer
+	startCmd := s.runcCmd("start", s.id)
+	startCmd.Stdout, startCmd.Stderr = &startOut, &startOut
+	if err := startCmd.Run(); err != nil {
+		s.runcCmd("delete", "--force", s.id).Run()
+		return fmt.Errorf("%s", runcError(startOut.Bytes(), err))
+	}
+	startedAt := time.Now().UTC()
+	if err := writeJSON(filepath.Join(s.dir, fileStarted), startedRecord{Pid: pid, PidStart: pidStart, StartedAt: startedAt}); err != nil {
+		// The container runs: keep supervising it, but say so.
+		s.logf("write %s: %v", fileStarted, err)
+	}
+	s.report(readyMsg{Pid: pid})
+
+	// Reap everything reparented to us; the container's init is the one
+	// that matters. No other child of ours is running now.
+	var ws unix.WaitStatus
+	for {
+		wpid, err := unix.Wait4(-1, &ws, 0, nil)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			// ECHILD: the init is not our child after all (should not
+			// happen); we can tell nothing of how it ended.
+			return fmt.Errorf("wait for container init %d: %w", pid, err)
+		}
+		if wpid == pid {
+			break
+		}
+	}
+	ex := exitRecord{Pid: pid, StartedAt: startedAt, FinishedAt: time.Now().UTC()}
+	switch {
+	case ws.Exited():
+		ex.ExitCode = ws.ExitStatus()
+	case ws.Signaled():
+		ex.Signal = int(ws.Signal())
+		ex.ExitCode = 128 + ex.Signal
+	default:
+		ex.ExitCode = -1
+	}
+	// First of all: the exit code must survive whatever comes next.
+	if err := writeJSON(filepath.Join(s.dir, fileExit), ex); err != nil {
+		s.logf("write %s: %v", fileExit, err)
+		return err
+	}
+
+	// The init's death killed its PID namespace, so the pipes close; do
+	// not wait forever if something else holds them.
+	done := make(chan struct{})
+	go func() { copies.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		s.logf("container output still open 5s after exit; not logged further")
+	}
+	for {
+		if wpid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil); wpid <= 0 || err != nil {
+			break
+		}
+	}
+	return nil
+}
+
+// runcError makes a one-line error of what runc printed.
+func runcError(out []byte, err error) string {
+	msg := strings.TrimSpace(string(out))
+	if i := strings.LastIndexByte(msg, '\n'); i >= 0 {
+		msg = strings.TrimSpace(msg[i+1:])
+	}
+	if msg == "" {
+		return "runc: " + err.Error()
+	}
+	for _, p := range []string{"runc create failed: ", "runc start failed: ", "unable to start container process: "} {
+		msg = strings.TrimPrefix(msg, p)
+	}
+	return msg
+}

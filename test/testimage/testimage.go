@@ -1,0 +1,152 @@
+// Package testimage makes what image and pod tests need without the
+// internet: a small OCI image built from Debian's busybox-static, archives
+// of it, and a real registry (Debian's docker-registry) on loopback.
+package testimage
+
+import (
+	"archive/tar"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+)
+
+// Busybox is where Debian's busybox-static puts its binary.
+const Busybox = "/bin/busybox"
+
+// applets are linked to busybox in the image.
+var applets = []string{"sh", "ls", "cat", "echo", "id", "sleep", "httpd", "wget", "mount", "unshare",
+	"touch", "ping", "nc", "env", "mkdir", "true", "false", "kill", "ps", "hostname", "grep", "date", "rm"}
+
+// BusyboxImage returns a one-layer image: /bin/busybox, its applets as
+// symlinks, /www/index.html, and a config running sh. It skips the test
+// when busybox-static is not installed.
+func BusyboxImage(t testing.TB) v1.Image {
+	t.Helper()
+	bin, err := os.ReadFile(Busybox)
+	if err != nil {
+		t.Skipf("no %s (Debian's busybox-static; scripts/install-deps.sh installs it): %v", Busybox, err)
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	mod := time.Unix(1700000000, 0)
+	dir := func(n string) { tw.WriteHeader(&tar.Header{Name: n, Typeflag: tar.TypeDir, Mode: 0o755, ModTime: mod}) }
+	file := func(n string, mode int64, b []byte) {
+		tw.WriteHeader(&tar.Header{Name: n, Typeflag: tar.TypeReg, Mode: mode, Size: int64(len(b)), ModTime: mod})
+		tw.Write(b)
+	}
+	dir("bin/")
+	file("bin/busybox", 0o755, bin)
+	for _, a := range applets {
+		tw.WriteHeader(&tar.Header{Name: "bin/" + a, Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777, ModTime: mod})
+	}
+	dir("www/")
+	file("www/index.html", 0o644, []byte("hello from skiff\n"))
+	dir("etc/")
+	file("etc/passwd", 0o644, []byte("root:x:0:0:root:/:/bin/sh\nweb:x:1500:1500:web:/www:/bin/sh\n"))
+	tw.Close()
+	layerBytes := buf.Bytes()
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(layerBytes)), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(empty.Image, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = cfg.DeepCopy()
+	cfg.OS, cfg.Architecture = "linux", "amd64"
+	cfg.Config.Cmd = []string{"sh"}
+	cfg.Config.Env = []string{"PATH=/bin"}
+	img, err = mutate.ConfigFile(img, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// Registry is a docker-registry process serving on loopback.
+type Registry struct {
+	Addr string // 127.0.0.1:PORT
+	cmd  *exec.Cmd
+}
+
+// StartRegistry runs Debian's docker-registry on a free loopback port with
+// its storage in a temporary directory, until the test ends. It skips the
+// test when the package is not installed.
+func StartRegistry(t testing.TB) *Registry {
+	t.Helper()
+	bin, err := exec.LookPath("docker-registry")
+	if err != nil {
+		t.Skipf("no docker-registry (Debian's docker-registry; scripts/install-deps.sh installs it)")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	dir := t.TempDir()
+	cfg := fmt.Sprintf("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n", filepath.Join(dir, "data"), addr)
+	cfgPath := filepath.Join(dir, "config.yml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "serve", cfgPath)
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := &Registry{Addr: addr, cmd: cmd}
+	t.Cleanup(r.Stop)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/v2/")
+		if err == nil {
+			resp.Body.Close()
+			return r
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("docker-registry on %s did not answer: %v", addr, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Stop ends the registry; safe to call twice.
+func (r *Registry) Stop() {
+	if r.cmd.Process != nil && r.cmd.ProcessState == nil {
+		r.cmd.Process.Kill()
+		r.cmd.Wait()
+	}
+}
+
+// Push writes img to the registry as repo:tag and returns the reference.
+func (r *Registry) Push(t testing.TB, repoTag string, img v1.Image) string {
+	t.Helper()
+	ref, err := name.ParseReference(r.Addr+"/"+repoTag, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatalf("push %s: %v", ref, err)
+	}
+	return ref.String()
+}
