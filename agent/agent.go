@@ -131,12 +131,17 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer wg.Done()
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
+		lastGC := time.Now()
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
 				a.supervise(ctx)
+				if time.Since(lastGC) > time.Hour {
+					a.collectImages()
+					lastGC = time.Now()
+				}
 			}
 		}
 	}()
@@ -257,6 +262,7 @@ func (a *Agent) step(ctx context.Context, it *workflow.WorkItem) (map[string]any
 			}
 		}
 		p.Spec, p.Generation = *typed.(*api.PodSpec), it.Generation
+		p.pin()
 		if err := a.st.put(p); err != nil {
 			return nil, err
 		}
@@ -279,6 +285,7 @@ func (a *Agent) step(ctx context.Context, it *workflow.WorkItem) (map[string]any
 		if err := a.stopPod(ctx, p); err != nil {
 			return nil, err
 		}
+		go a.collectImages()
 		return map[string]any{"status.phase": "Stopped", "status.containers": []any{}, "status.message": ""}, nil
 	}
 	return nil, fmt.Errorf("the agent has no step %q", it.Step)

@@ -40,7 +40,42 @@ func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /logs", a.serveLogs)
 	mux.HandleFunc("POST /exec", a.serveExec)
+	mux.HandleFunc("POST /images/import", a.serveImport)
 	return mux
+}
+
+// ImageImporter is the optional ability of an image store to import
+// archives (OCI layout or docker save).
+type ImageImporter interface {
+	Import(ctx context.Context, path, name string) ([]string, error)
+}
+
+// serveImport takes an image archive as the request body and imports it.
+func (a *Agent) serveImport(w http.ResponseWriter, r *http.Request) {
+	im, ok := a.images.(ImageImporter)
+	if !ok {
+		http.Error(w, "this node's image store cannot import", http.StatusNotImplemented)
+		return
+	}
+	f, err := os.CreateTemp(a.o.DataDir, "import-*.tar")
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	defer os.Remove(f.Name())
+	_, err = io.Copy(f, r.Body)
+	f.Close()
+	if err != nil {
+		http.Error(w, "receive archive: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	names, err := im.Import(r.Context(), f.Name(), r.URL.Query().Get("name"))
+	if err != nil {
+		http.Error(w, strings.ReplaceAll(err.Error(), f.Name(), r.URL.Query().Get("file")), http.StatusBadRequest)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string][]string{"images": names})
 }
 
 // container finds the runtime ID of a pod's container; the container may

@@ -66,7 +66,14 @@ func (a *Agent) ensure(ctx context.Context, p *podRecord) error {
 			delete(p.Containers, name)
 		}
 	}
-	for _, c := range p.Spec.Containers {
+	started := map[api.Name]bool{}
+	for _, c := range p.Spec.StartOrder() {
+		for _, r := range c.Requires {
+			if !started[r] {
+				return fmt.Errorf("container %s requires %s, which did not start", c.Name, r)
+			}
+		}
+		started[c.Name] = true
 		cr := p.Containers[string(c.Name)]
 		hash := configHash(c)
 		if cr != nil && cr.Hash == hash {
@@ -119,7 +126,11 @@ func (a *Agent) startContainer(ctx context.Context, p *podRecord, c api.Containe
 		cr.LastError = "no command: the image has no entrypoint or cmd and the pod gives none"
 		return fmt.Errorf("container %s: %s", c.Name, cr.LastError)
 	}
-	uid, gid, err := resolveUser(img)
+	user := img.User
+	if c.User != "" {
+		user = c.User
+	}
+	uid, gid, err := resolveUser(img.Rootfs, user)
 	if err != nil {
 		cr.LastError = err.Error()
 		return fmt.Errorf("container %s: %w", c.Name, err)
@@ -172,10 +183,10 @@ func resolveArgs(img Image, c api.Container) []string {
 	}
 }
 
-// resolveUser turns an image's USER into IDs inside the user namespace;
-// root (or none) becomes DefaultUID.
-func resolveUser(img Image) (uint32, uint32, error) {
-	u, g, _ := strings.Cut(img.User, ":")
+// resolveUser turns a USER ("name", "uid", "uid:gid") into IDs inside the
+// user namespace; root (or none) becomes DefaultUID.
+func resolveUser(rootfs, user string) (uint32, uint32, error) {
+	u, g, _ := strings.Cut(user, ":")
 	uid, gid := -1, -1
 	switch u {
 	case "", "0", "root":
@@ -184,16 +195,16 @@ func resolveUser(img Image) (uint32, uint32, error) {
 	if n, err := strconv.Atoi(u); err == nil {
 		uid, gid = n, n
 	} else {
-		n, gn, err := lookupPasswd(filepath.Join(img.Rootfs, "etc", "passwd"), u)
+		n, gn, err := lookupPasswd(filepath.Join(rootfs, "etc", "passwd"), u)
 		if err != nil {
-			return 0, 0, fmt.Errorf("image user %q: %v", img.User, err)
+			return 0, 0, fmt.Errorf("user %q: %v", user, err)
 		}
 		uid, gid = n, gn
 	}
 	if g != "" {
 		n, err := strconv.Atoi(g)
 		if err != nil {
-			return 0, 0, fmt.Errorf("image user %q: group must be numeric", img.User)
+			return 0, 0, fmt.Errorf("user %q: group must be numeric", user)
 		}
 		gid = n
 	}

@@ -35,6 +35,27 @@ type podRecord struct {
 	// has it.
 	Status   map[string]any `json:"status,omitempty"`
 	Uploaded bool           `json:"uploaded"`
+	// Pins are the images of the pod's last PinRevisions generations,
+	// newest last: they stay on the node so a rollback never pulls.
+	Pins [][]string `json:"pins,omitempty"`
+}
+
+// PinRevisions is how many generations of a pod keep their images pinned.
+const PinRevisions = 3
+
+// pin records the images of the pod's current spec.
+func (p *podRecord) pin() {
+	var imgs []string
+	for _, c := range p.Spec.Containers {
+		imgs = append(imgs, c.Image)
+	}
+	if n := len(p.Pins); n > 0 && fmt.Sprint(p.Pins[n-1]) == fmt.Sprint(imgs) {
+		return
+	}
+	p.Pins = append(p.Pins, imgs)
+	if len(p.Pins) > PinRevisions {
+		p.Pins = p.Pins[len(p.Pins)-PinRevisions:]
+	}
 }
 
 // containerRecord is what the agent remembers of one container.

@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"skiff.dev/skiff/api/quantity"
@@ -31,7 +32,16 @@ type Container struct {
 	Args       []string          `json:"args,omitempty"`
 	Env        map[string]string `json:"env,omitempty"`
 	WorkingDir string            `json:"workingDir,omitempty"`
-	Resources  Resources         `json:"resources,omitempty"`
+	// User is "UID[:GID]" inside the pod's user namespace; default the
+	// image's user, or 1000 when the image says root. uid 0 needs the
+	// root privilege.
+	User      string    `json:"user,omitempty"`
+	Resources Resources `json:"resources,omitempty"`
+	// After lists containers of this pod that start before this one;
+	// Requires also makes this one wait for them and fail if they do not
+	// start (a sidecar that must run first).
+	After    []Name `json:"after,omitempty"`
+	Requires []Name `json:"requires,omitempty"`
 }
 
 // Resources are a container's limits.
@@ -95,17 +105,122 @@ func (p *PodSpec) Validate() error {
 		if err := validateImage(c.Image); err != nil {
 			return &FieldError{Path: path + ".image", Reason: err.Error()}
 		}
+		if c.User != "" {
+			if err := validateUser(c.User); err != nil {
+				return &FieldError{Path: path + ".user", Reason: err.Error()}
+			}
+		}
 		for k := range c.Env {
 			if !isEnvName(k) {
 				return &FieldError{Path: joinKey(path+".env", k), Reason: "not a valid environment variable name (letters, digits and _, not starting with a digit)"}
 			}
 		}
 	}
+	for i, c := range p.Containers {
+		for field, deps := range map[string][]Name{"after": c.After, "requires": c.Requires} {
+			for j, d := range deps {
+				if _, ok := seen[d]; !ok || d == c.Name {
+					return &FieldError{Path: fmt.Sprintf("containers[%d].%s[%d]", i, field, j),
+						Reason: fmt.Sprintf("%q is not another container of this pod", d)}
+				}
+			}
+		}
+	}
+	if cycle := containerCycle(p.Containers); cycle != "" {
+		return &FieldError{Path: "containers", Reason: "start order has a cycle: " + cycle}
+	}
 	if err := oneOf(p.Restart, RestartAlways, RestartOnFailure, RestartNever); err != nil {
 		return &FieldError{Path: "restart", Reason: err.Error()}
 	}
 	if err := oneOf(p.Failover, FailoverManual, FailoverFast); err != nil {
 		return &FieldError{Path: "failover", Reason: err.Error()}
+	}
+	return nil
+}
+
+// StartOrder returns the containers in the order they start: each after
+// the ones it names in after and requires, otherwise in spec order.
+func (p *PodSpec) StartOrder() []Container {
+	done := map[Name]bool{}
+	var out []Container
+	for len(out) < len(p.Containers) {
+		progress := false
+		for _, c := range p.Containers {
+			if done[c.Name] {
+				continue
+			}
+			ready := true
+			for _, d := range append(append([]Name(nil), c.After...), c.Requires...) {
+				if !done[d] {
+					ready = false
+				}
+			}
+			if ready {
+				done[c.Name] = true
+				out = append(out, c)
+				progress = true
+			}
+		}
+		if !progress {
+			return p.Containers // a cycle; Validate refuses it
+		}
+	}
+	return out
+}
+
+// containerCycle names a cycle in the containers' start order, or "".
+func containerCycle(cs []Container) string {
+	if !hasCycle(cs) {
+		return ""
+	}
+	var names []string
+	for _, c := range cs {
+		if len(c.After)+len(c.Requires) > 0 {
+			names = append(names, string(c.Name))
+		}
+	}
+	return strings.Join(names, ", ")
+}
+
+func hasCycle(cs []Container) bool {
+	deps := map[Name][]Name{}
+	for _, c := range cs {
+		deps[c.Name] = append(append([]Name(nil), c.After...), c.Requires...)
+	}
+	state := map[Name]int{}
+	var visit func(n Name) bool
+	visit = func(n Name) bool {
+		state[n] = 1
+		for _, d := range deps[n] {
+			if state[d] == 1 || state[d] == 0 && visit(d) {
+				return true
+			}
+		}
+		state[n] = 2
+		return false
+	}
+	for _, c := range cs {
+		if state[c.Name] == 0 && visit(c.Name) {
+			return true
+		}
+	}
+	return false
+}
+
+// validateUser checks "UID[:GID]".
+func validateUser(u string) error {
+	uid, gid, hasGID := strings.Cut(u, ":")
+	n, err := strconv.Atoi(uid)
+	if err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q is not UID[:GID] with numbers from 0 to 65535", u)
+	}
+	if hasGID {
+		if g, err := strconv.Atoi(gid); err != nil || g < 0 || g > 65535 {
+			return fmt.Errorf("%q is not UID[:GID] with numbers from 0 to 65535", u)
+		}
+	}
+	if n == 0 {
+		return fmt.Errorf("uid 0 (root) needs the root privilege, which a pod must request and an operator grant (see docs/security.md); without it containers run as non-root")
 	}
 	return nil
 }

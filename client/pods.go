@@ -120,3 +120,42 @@ func readFrame(r io.Reader) (byte, []byte, error) {
 	_, err := io.ReadFull(r, p)
 	return h[0], p, err
 }
+
+// ImportImage sends an image archive (OCI layout or docker save) to a
+// node's agent and returns the images it imported as NAME@DIGEST.
+func (c *Client) ImportImage(ctx context.Context, node, name string, archive io.Reader) ([]string, error) {
+	q := url.Values{}
+	if name != "" {
+		q.Set("name", name)
+	}
+	var lastErr error
+	for _, srv := range c.cfg.Servers {
+		req, err := http.NewRequestWithContext(ctx, "POST", strings.TrimRight(srv, "/")+"/v1/nodes/"+url.PathEscape(node)+"/images?"+q.Encode(), archive)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
+		resp, err := c.http.Do(req)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if resp.StatusCode >= 400 {
+			var eb struct{ Error, Code string }
+			if json.Unmarshal(b, &eb) != nil || eb.Error == "" {
+				eb.Error = strings.TrimSpace(string(b))
+			}
+			return nil, &Error{Status: resp.StatusCode, Code: eb.Code, Message: eb.Error}
+		}
+		var out struct {
+			Images []string `json:"images"`
+		}
+		if err := json.Unmarshal(b, &out); err != nil {
+			return nil, fmt.Errorf("import: bad answer: %v", err)
+		}
+		return out.Images, nil
+	}
+	return nil, fmt.Errorf("no skiff server answered: %w", lastErr)
+}

@@ -133,13 +133,39 @@ func agentConfig(ctx context.Context, o AgentOptions) (client.Config, error) {
 	return cfg, nil
 }
 
+// hasTag reports whether an image reference names a tag.
+func hasTag(ref string) bool {
+	i := strings.LastIndex(ref, ":")
+	return i > strings.LastIndex(ref, "/")
+}
+
 // imageStore adapts the image store to what the agent needs.
 type imageStore struct{ s *image.Store }
 
+// Import imports an image archive and returns "NAME@DIGEST" of each image.
+func (i imageStore) Import(ctx context.Context, path, name string) ([]string, error) {
+	imgs, err := i.s.Import(ctx, path, name)
+	var out []string
+	for _, img := range imgs {
+		out = append(out, img.Name+"@"+img.Digest)
+	}
+	return out, err
+}
+
+// GC removes images no root reaches.
+func (i imageStore) GC(roots []string) ([]string, error) { return i.s.GC(roots) }
+
+// Pull uses the local copy of an image named by digest or by a tag other
+// than latest (like Kubernetes' IfNotPresent): a node needs no registry to
+// start what it has, and tags are taken to be immutable. latest is always
+// asked for.
 func (i imageStore) Pull(ctx context.Context, ref string) (agent.Image, error) {
-	img, err := i.s.Pull(ctx, ref)
-	if err != nil {
-		return agent.Image{}, err
+	img, ok := i.s.Get(ref)
+	if !ok || (!strings.Contains(ref, "@") && (strings.HasSuffix(ref, ":latest") || !hasTag(ref))) {
+		var err error
+		if img, err = i.s.Pull(ctx, ref); err != nil {
+			return agent.Image{}, err
+		}
 	}
 	return agent.Image{Digest: img.Digest, Rootfs: img.Rootfs, Entrypoint: img.Config.Entrypoint,
 		Cmd: img.Config.Cmd, Env: img.Config.Env, WorkingDir: img.Config.WorkingDir, User: img.Config.User}, nil

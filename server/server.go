@@ -31,7 +31,10 @@ import (
 	"skiff.dev/skiff/workflow"
 )
 
-// MaxBodyBytes bounds every request body, and so every object: a write
+// MaxImageBytes bounds an image archive sent for import.
+const MaxImageBytes = 16 << 30
+
+// MaxBodyBytes bounds every other request body, and so every object: a write
 // stores an object twice in one etcd request (see store.MaxRequestBytes).
 const MaxBodyBytes = 2 << 20
 
@@ -77,6 +80,7 @@ func New(st *store.Store, tokens *Tokens, orch *Orchestrator) *Server {
 	s.route("GET /v1/work", "work", s.takeWork)
 	s.route("POST /v1/work/{id}/log", "work", s.logWork)
 	s.route("POST /v1/work/{id}/done", "work", s.completeWork)
+	s.route("POST /v1/nodes/{node}/images", "images", s.importImage)
 	s.route("GET /v1/controllers", "controllers", s.listControllers)
 	s.route("POST /v1/controllers/verify", "controllers", s.verifyController)
 	return s
@@ -93,7 +97,11 @@ func (s *Server) route(pattern, name string, h handler) {
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, status: 200}
-		r.Body = http.MaxBytesReader(rec, r.Body, MaxBodyBytes)
+		limit := int64(MaxBodyBytes)
+		if name == "images" {
+			limit = MaxImageBytes
+		}
+		r.Body = http.MaxBytesReader(rec, r.Body, limit)
 		err := func() error {
 			tok, err := s.authenticate(r)
 			if err != nil {
@@ -485,6 +493,24 @@ func (s *Server) toNode(w http.ResponseWriter, r *http.Request, tok Token, ref a
 	r2.URL.Path = "/" + what
 	r2.URL.RawQuery = q.Encode()
 	r2.Body = r.Body
+	h.ServeHTTP(w, r2)
+	return nil
+}
+
+// importImage passes an image archive to a node's agent.
+func (s *Server) importImage(w http.ResponseWriter, r *http.Request, tok Token) error {
+	if id := identityOf(tok); id.Kind != identity.Operator || tok.Role == RoleView {
+		return forbidden("%s may not import images: operators with the edit or admin role do", tok.Identity)
+	}
+	node := r.PathValue("node")
+	s.nodesMu.RLock()
+	h := s.nodes[node]
+	s.nodesMu.RUnlock()
+	if h == nil {
+		return &statusError{kind: errConflict, msg: fmt.Sprintf("node %s's agent is not reachable from this server for imports yet (only agents in the server's own process)", node)}
+	}
+	r2 := r.Clone(r.Context())
+	r2.URL.Path = "/images/import"
 	h.ServeHTTP(w, r2)
 	return nil
 }

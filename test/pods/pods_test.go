@@ -218,6 +218,16 @@ func TestPodLifecycle(t *testing.T) {
 	})
 	waitLogs(t, c, "web", "side", "stdout hello")
 
+	// An image imported from an OCI archive runs with no registry at all.
+	imported := reg.Addr + "/imported/busybox:1"
+	archive := testimage.WriteOCIArchive(t, testimage.BusyboxImage(t), imported)
+	if out := c.OK("", "image", "import", archive); !strings.Contains(out, imported+"@sha256:") || !strings.Contains(out, "on node n1") {
+		t.Errorf("image import printed %q", out)
+	}
+	c.OK("kind: Pod\nname: offline\nspec:\n  containers:\n    - name: main\n      image: "+imported+"\n      command: [sleep, '600']\n", "apply", "-f", "-")
+	waitPod(t, c, "offline", "Running from the imported image", running)
+	c.OK("", "delete", "pod/offline")
+
 	// A job that ends while the agent is down: its exit code is not lost.
 	job := strings.NewReplacer("name: web", "name: job", "restart: always", "").Replace(
 		"kind: Pod\nname: job\nspec:\n  restart: never\n  containers:\n    - name: main\n      image: " + image + "\n      command: [sh, -c, 'sleep 4; exit 3']\n")
