@@ -87,7 +87,7 @@ func (a *Agent) supervisePod(ctx context.Context, p *podRecord) {
 	if !reflect.DeepEqual(st, p.Status) {
 		p.Status, p.Uploaded, changed = st, false, true
 	}
-	if !p.Uploaded {
+	if !p.Uploaded && a.c != nil {
 		ref := api.Ref{Kind: "Pod", Namespace: p.Namespace, Name: p.Name}
 		err := a.c.PatchStatus(ctx, ref, map[string]any{
 			"status.phase": st["phase"], "status.containers": st["containers"], "status.message": st["message"]})
