@@ -54,6 +54,13 @@ func execCmd(e *env) *cobra.Command {
 			if tty && !isTerminal(os.Stdin) {
 				tty = false // no terminal to give it
 			}
+			if tty && interactive {
+				restore, err := rawTerminal(os.Stdin)
+				if err != nil {
+					return err
+				}
+				defer restore()
+			}
 			stdin := e.stdin
 			if !interactive {
 				stdin = nil
