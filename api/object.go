@@ -60,6 +60,45 @@ func (r Ref) String() string {
 	return s
 }
 
+// Body returns the object's labels, spec and status as one JSON tree
+// ({"labels": ..., "spec": ..., "status": ...}, empty parts left out): the
+// tree field paths, ownership and diffs work on. It shares spec and status
+// with o.
+func (o *Object) Body() map[string]any {
+	b := map[string]any{}
+	if len(o.Labels) > 0 {
+		l := make(map[string]any, len(o.Labels))
+		for k, v := range o.Labels {
+			l[k] = v
+		}
+		b["labels"] = l
+	}
+	if len(o.Spec) > 0 {
+		b["spec"] = o.Spec
+	}
+	if len(o.Status) > 0 {
+		b["status"] = o.Status
+	}
+	return b
+}
+
+// SetBody sets labels, spec and status from a tree as Body returns it.
+func (o *Object) SetBody(b map[string]any) {
+	o.Labels, o.Spec, o.Status = nil, nil, nil
+	if l, ok := b["labels"].(map[string]any); ok && len(l) > 0 {
+		o.Labels = make(map[string]string, len(l))
+		for k, v := range l {
+			o.Labels[k], _ = v.(string)
+		}
+	}
+	if sp, ok := b["spec"].(map[string]any); ok && len(sp) > 0 {
+		o.Spec = sp
+	}
+	if st, ok := b["status"].(map[string]any); ok && len(st) > 0 {
+		o.Status = st
+	}
+}
+
 // DeepCopy returns a copy of o that shares no maps or slices with it.
 func (o *Object) DeepCopy() Object {
 	c := *o

@@ -2,12 +2,8 @@ package cli
 
 import (
 	"fmt"
-	"io"
-	"os"
 
 	"github.com/spf13/cobra"
-
-	"skiff.dev/skiff/api"
 )
 
 func applyCmd(e *env) *cobra.Command {
@@ -21,19 +17,7 @@ so a bad document changes nothing. Existing objects get the manifest's labels
 and spec as a new revision; status and meta in the file are ignored.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if file == "" {
-				return fmt.Errorf("apply needs -f FILE (or -f - for standard input)")
-			}
-			var r io.Reader = e.stdin
-			if file != "-" {
-				f, err := os.Open(file)
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				r = f
-			}
-			objs, err := api.ParseManifests(file, r, e.namespace)
+			objs, err := e.readManifests("apply", file)
 			if err != nil {
 				return err
 			}

@@ -33,6 +33,19 @@ func benchCmd(e *env) *cobra.Command {
 	}
 	wf.Flags().IntVar(&wo.Runs, "runs", 20000, "in-process runs")
 	wf.Flags().IntVar(&wo.RemoteRuns, "remote-runs", 200, "runs through the API (10 steps each)")
-	cmd.AddCommand(st, wf)
+	var po bench.PodsOptions
+	pods := &cobra.Command{
+		Use:   "pods",
+		Short: "pods on one node (needs root, runc, busybox-static, docker-registry): create and update latency, agent and shim memory, runc floor",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return bench.Pods(cmd.Context(), e.stdout, po)
+		},
+	}
+	pods.Flags().IntVar(&po.Pods, "pods", 100, "pods created, then updated in place")
+	pods.Flags().IntVar(&po.Concurrency, "concurrency", 1, "creations and updates in flight at once")
+	pods.Flags().IntVar(&po.RSSPods, "rss-pods", 50, "running pods when memory is read")
+	pods.Flags().IntVar(&po.FloorRuns, "floor-runs", 20, "runc create+start runs outside skiff")
+	cmd.AddCommand(st, wf, pods)
 	return cmd
 }

@@ -3,7 +3,6 @@ package cli
 import (
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"strings"
 
@@ -87,19 +86,7 @@ registering anything. Prints "controller/NAME: ok" or one line per problem,
 and fails if any controller has a problem.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if file == "" {
-				return fmt.Errorf("verify needs -f FILE (or -f - for standard input)")
-			}
-			var r io.Reader = e.stdin
-			if file != "-" {
-				f, err := os.Open(file)
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				r = f
-			}
-			objs, err := api.ParseManifests(file, r, e.namespace)
+			objs, err := e.readManifests("verify", file)
 			if err != nil {
 				return err
 			}

@@ -8,10 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"skiff.dev/skiff/api"
 	"skiff.dev/skiff/client"
 )
 
@@ -29,6 +31,24 @@ func (e *env) client() (*client.Client, error) {
 		return nil, err
 	}
 	return client.New(cfg)
+}
+
+// readManifests reads and validates the manifest named by -f (or standard
+// input for "-").
+func (e *env) readManifests(verb, file string) ([]api.Object, error) {
+	if file == "" {
+		return nil, fmt.Errorf("%s needs -f FILE (or -f - for standard input)", verb)
+	}
+	var r io.Reader = e.stdin
+	if file != "-" {
+		f, err := os.Open(file)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		r = f
+	}
+	return api.ParseManifests(file, r, e.namespace)
 }
 
 // Run executes one command line and returns the process exit code.

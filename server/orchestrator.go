@@ -280,38 +280,10 @@ func toObject(obj api.Object) workflow.Object {
 }
 
 // bodyOf is the part of an object fields are owned and read in.
-func bodyOf(o *api.Object) map[string]any {
-	b := map[string]any{}
-	if len(o.Labels) > 0 {
-		l := make(map[string]any, len(o.Labels))
-		for k, v := range o.Labels {
-			l[k] = v
-		}
-		b["labels"] = l
-	}
-	if len(o.Spec) > 0 {
-		b["spec"] = o.Spec
-	}
-	if len(o.Status) > 0 {
-		b["status"] = o.Status
-	}
-	return b
-}
+func bodyOf(o *api.Object) map[string]any { return o.Body() }
 
 // setBody writes a body's labels, spec and status back into an object.
-func setBody(o *api.Object, b map[string]any) {
-	o.Labels, o.Spec, o.Status = nil, nil, nil
-	if l, ok := b["labels"].(map[string]any); ok && len(l) > 0 {
-		o.Labels = make(map[string]string, len(l))
-		for k, v := range l {
-			o.Labels[k], _ = v.(string)
-		}
-	}
-	o.Spec, _ = b["spec"].(map[string]any)
-	if st, ok := b["status"].(map[string]any); ok && len(st) > 0 {
-		o.Status = st
-	}
-}
+func setBody(o *api.Object, b map[string]any) { o.SetBody(b) }
 
 // Write applies a successful step's field writes, as its changer, with
 // field ownership enforced. It implements workflow.Objects.

@@ -7,6 +7,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -137,6 +138,21 @@ func readBody(r *http.Request) ([]byte, error) {
 		return nil, &statusError{kind: errTooLarge, msg: "request body larger than " + strconv.Itoa(MaxBodyBytes>>20) + " MiB"}
 	}
 	return b, err
+}
+
+// decodeBody reads a JSON body into v, refusing unknown fields; a body
+// that is not what usage describes is a 400 saying so.
+func decodeBody(r *http.Request, v any, usage string) error {
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return badRequest("%s: %v", usage, err)
+	}
+	return nil
 }
 
 func (s *Server) whoami(w http.ResponseWriter, r *http.Request, tok Token) error {
@@ -408,17 +424,11 @@ func (s *Server) putStatus(w http.ResponseWriter, r *http.Request, tok Token, re
 	if err := authorizeStatus(tok, ref); err != nil {
 		return err
 	}
-	body, err := readBody(r)
-	if err != nil {
-		return err
-	}
 	var req struct {
 		Status map[string]any `json:"status"`
 	}
-	dec := json.NewDecoder(strings.NewReader(string(body)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		return badRequest(`status write needs {"status": {...}}: %v`, err)
+	if err := decodeBody(r, &req, `status write needs {"status": {...}}`); err != nil {
+		return err
 	}
 	expect, err := expectParam(r)
 	if err != nil {
@@ -521,17 +531,15 @@ func (s *Server) patchStatus(w http.ResponseWriter, r *http.Request, tok Token, 
 	if err := authorizeStatus(tok, ref); err != nil {
 		return err
 	}
-	body, err := readBody(r)
-	if err != nil {
-		return err
-	}
 	var req struct {
 		Writes map[string]any `json:"writes"`
 	}
-	dec := json.NewDecoder(strings.NewReader(string(body)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil || len(req.Writes) == 0 {
-		return badRequest(`status patch needs {"writes": {"status.FIELD": VALUE, ...}}`)
+	const usage = `status patch needs {"writes": {"status.FIELD": VALUE, ...}}`
+	if err := decodeBody(r, &req, usage); err != nil {
+		return err
+	}
+	if len(req.Writes) == 0 {
+		return badRequest(usage)
 	}
 	for p := range req.Writes {
 		if !strings.HasPrefix(p, "status.") {

@@ -38,20 +38,7 @@ func (r *record) entry() Entry {
 // body is the versioned content of an object: everything but its meta
 // counters. Patches are computed between bodies.
 func body(o *api.Object) map[string]any {
-	b := map[string]any{}
-	if len(o.Labels) > 0 {
-		l := make(map[string]any, len(o.Labels))
-		for k, v := range o.Labels {
-			l[k] = v
-		}
-		b["labels"] = l
-	}
-	if len(o.Spec) > 0 {
-		b["spec"] = o.Spec
-	}
-	if len(o.Status) > 0 {
-		b["status"] = o.Status
-	}
+	b := o.Body()
 	if o.Meta.Owner != "" {
 		b["owner"] = o.Meta.Owner
 	}
