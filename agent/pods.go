@@ -34,10 +34,13 @@ func containerID(ns, pod, c string, seq int) string {
 // podNetName names a pod's network namespace in the runtime.
 func podNetName(p *podRecord) string { return p.Namespace + "_" + p.Name }
 
-// configHash identifies the configuration a container runs with; a change
-// restarts the container in place.
-func configHash(c api.Container) string {
-	b, _ := json.Marshal(c)
+// configHash identifies the configuration a container runs with (its own
+// and the pod's privileges); a change restarts the container in place.
+func configHash(c api.Container, privs []api.Privilege) string {
+	b, _ := json.Marshal(struct {
+		C api.Container
+		P []api.Privilege
+	}{c, privs})
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:8])
 }
@@ -75,7 +78,7 @@ func (a *Agent) ensure(ctx context.Context, p *podRecord) error {
 		}
 		started[c.Name] = true
 		cr := p.Containers[string(c.Name)]
-		hash := configHash(c)
+		hash := configHash(c, p.Spec.Privileges)
 		if cr != nil && cr.Hash == hash {
 			if st, err := a.rt.State(cr.ID); err == nil && st.Status == runtime.StatusRunning {
 				continue
@@ -135,6 +138,20 @@ func (a *Agent) startContainer(ctx context.Context, p *podRecord, c api.Containe
 		cr.LastError = err.Error()
 		return fmt.Errorf("container %s: %w", c.Name, err)
 	}
+	privs, err := privileges(&p.Spec)
+	if err != nil {
+		cr.LastError = err.Error()
+		return fmt.Errorf("container %s: %w", c.Name, err)
+	}
+	if privs.Root && (c.User == "0" || strings.HasPrefix(c.User, "0:")) {
+		uid = 0 // asked for, and admitted only because it is granted
+		if _, g, ok := strings.Cut(c.User, ":"); ok {
+			n, _ := strconv.Atoi(g)
+			gid = uint32(n)
+		} else {
+			gid = 0
+		}
+	}
 	env := append([]string(nil), img.Env...)
 	keys := make([]string, 0, len(c.Env))
 	for k := range c.Env {
@@ -155,6 +172,7 @@ func (a *Agent) startContainer(ctx context.Context, p *podRecord, c api.Containe
 		Hostname: p.Name, NetNS: p.NetNS,
 		UserNS:   runtime.IDRange{HostID: p.IDBase, Size: idRangeSize},
 		CPUMilli: c.Resources.CPU.Milli(), MemoryBytes: c.Resources.Memory.Bytes(),
+		Privileges: privs,
 		Labels: map[string]string{"namespace": p.Namespace, "pod": p.Name, "container": string(c.Name),
 			"generation": strconv.FormatInt(p.Generation, 10)},
 	}
@@ -167,6 +185,33 @@ func (a *Agent) startContainer(ctx context.Context, p *podRecord, c api.Containe
 	cr.LastError, cr.ExitCode, cr.EndedAt = "", nil, time.Time{}
 	cr.StartedAt = time.Now().UTC()
 	return nil
+}
+
+// privileges turns a pod's requested privileges into the runtime's. The
+// admission step has already refused pods asking for ungranted ones.
+func privileges(spec *api.PodSpec) (runtime.Privileges, error) {
+	var out runtime.Privileges
+	for _, p := range spec.Privileges {
+		kind, arg := p.Arg()
+		switch kind {
+		case "root":
+			out.Root = true
+		case "capability":
+			out.Capabilities = append(out.Capabilities, arg)
+		case "device":
+			out.Devices = append(out.Devices, arg)
+		case "hostPath":
+			path, ro, _ := p.HostPath()
+			out.HostPaths = append(out.HostPaths, runtime.HostPath{Path: path, ReadOnly: ro})
+		case "writableRoot":
+			out.WritableRoot = true
+		case "unconfined":
+			out.Unconfined = true
+		default:
+			return out, fmt.Errorf("privilege %s is not supported on this node yet", p)
+		}
+	}
+	return out, nil
 }
 
 // resolveArgs merges the image's entrypoint and cmd with the pod's

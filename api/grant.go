@@ -74,3 +74,59 @@ func (p Privilege) Check() error {
 	}
 	return fmt.Errorf("%q is not a privilege (known: %s, capability:NAME, device:/dev/PATH, hostPath:/PATH[:ro])", s, strings.Join(simplePrivileges, ", "))
 }
+
+// Allows reports whether the grant lets a pod in namespace ns with these
+// labels have privilege p. A hostPath grant covers the path and everything
+// below it; a read-only grant (":ro") covers only read-only requests.
+func (g *GrantSpec) Allows(ns string, podLabels map[string]string, p Privilege) bool {
+	nsOK := false
+	for _, n := range g.Namespaces {
+		if n == "*" || n == ns {
+			nsOK = true
+		}
+	}
+	if !nsOK {
+		return false
+	}
+	if sel, err := labels.Parse(g.PodSelector); err != nil || !sel.Matches(podLabels) {
+		return false
+	}
+	for _, gp := range g.Privileges {
+		if gp == p || hostPathCovers(string(gp), string(p)) {
+			return true
+		}
+	}
+	return false
+}
+
+// hostPathCovers reports whether a granted hostPath covers a requested one.
+func hostPathCovers(granted, requested string) bool {
+	gp, ok1 := strings.CutPrefix(granted, "hostPath:")
+	rp, ok2 := strings.CutPrefix(requested, "hostPath:")
+	if !ok1 || !ok2 {
+		return false
+	}
+	gro, rro := strings.HasSuffix(gp, ":ro"), strings.HasSuffix(rp, ":ro")
+	gp, rp = strings.TrimSuffix(gp, ":ro"), strings.TrimSuffix(rp, ":ro")
+	if gro && !rro {
+		return false
+	}
+	return rp == gp || strings.HasPrefix(rp, strings.TrimSuffix(gp, "/")+"/")
+}
+
+// HostPath splits a hostPath privilege into its path and whether it is
+// read-only; ok is false for other privileges.
+func (p Privilege) HostPath() (path string, readOnly, ok bool) {
+	rest, ok := strings.CutPrefix(string(p), "hostPath:")
+	if !ok {
+		return "", false, false
+	}
+	return strings.TrimSuffix(rest, ":ro"), strings.HasSuffix(rest, ":ro"), true
+}
+
+// Arg returns the argument of a parameterised privilege
+// ("capability:NET_ADMIN" → "capability", "NET_ADMIN").
+func (p Privilege) Arg() (kind, arg string) {
+	k, a, _ := strings.Cut(string(p), ":")
+	return k, a
+}

@@ -21,6 +21,22 @@ type PodSpec struct {
 	// Failover says what happens when the pod's node vanishes: manual
 	// (default; wait for an operator) or fast (reschedule after the lease).
 	Failover string `json:"failover,omitempty"`
+	// Privileges weaken the default sandbox, each one only if a Grant
+	// allows it for the pod's namespace (and labels): root, hostUser,
+	// capability:NAME, device:/dev/PATH, hostPath:/PATH[:ro], hostNetwork,
+	// writableRoot, unconfined.
+	Privileges []Privilege `json:"privileges,omitempty"`
+}
+
+// Has reports whether the pod requests privilege p (by its kind for
+// parameterised ones: Has("root")).
+func (p *PodSpec) Has(priv string) bool {
+	for _, x := range p.Privileges {
+		if string(x) == priv {
+			return true
+		}
+	}
+	return false
 }
 
 // Container is one process tree of a pod.
@@ -106,7 +122,7 @@ func (p *PodSpec) Validate() error {
 			return &FieldError{Path: path + ".image", Reason: err.Error()}
 		}
 		if c.User != "" {
-			if err := validateUser(c.User); err != nil {
+			if err := validateUser(c.User, p.Has("root")); err != nil {
 				return &FieldError{Path: path + ".user", Reason: err.Error()}
 			}
 		}
@@ -128,6 +144,13 @@ func (p *PodSpec) Validate() error {
 	}
 	if cycle := containerCycle(p.Containers); cycle != "" {
 		return &FieldError{Path: "containers", Reason: "start order has a cycle: " + cycle}
+	}
+	seenPriv := map[Privilege]int{}
+	for i, pr := range p.Privileges {
+		if j, dup := seenPriv[pr]; dup {
+			return &FieldError{Path: fmt.Sprintf("privileges[%d]", i), Reason: fmt.Sprintf("%q is already privileges[%d]", pr, j)}
+		}
+		seenPriv[pr] = i
 	}
 	if err := oneOf(p.Restart, RestartAlways, RestartOnFailure, RestartNever); err != nil {
 		return &FieldError{Path: "restart", Reason: err.Error()}
@@ -207,8 +230,8 @@ func hasCycle(cs []Container) bool {
 	return false
 }
 
-// validateUser checks "UID[:GID]".
-func validateUser(u string) error {
+// validateUser checks "UID[:GID]"; uid 0 needs the root privilege.
+func validateUser(u string, root bool) error {
 	uid, gid, hasGID := strings.Cut(u, ":")
 	n, err := strconv.Atoi(uid)
 	if err != nil || n < 0 || n > 65535 {
@@ -219,8 +242,8 @@ func validateUser(u string) error {
 			return fmt.Errorf("%q is not UID[:GID] with numbers from 0 to 65535", u)
 		}
 	}
-	if n == 0 {
-		return fmt.Errorf("uid 0 (root) needs the root privilege, which a pod must request and an operator grant (see docs/security.md); without it containers run as non-root")
+	if n == 0 && !root {
+		return fmt.Errorf("uid 0 (root) needs the root privilege: request it in spec.privileges, and an operator must grant it (see docs/security.md)")
 	}
 	return nil
 }

@@ -46,6 +46,11 @@ steps (name, controller, state, started, finished, attempts, waitingOn, log).`,
 				return writeJSONOut(e.stdout, whyJSONOf(runs[0]))
 			}
 			renderWhy(e.stdout, runs[0], time.Now())
+			if c, err := e.client(); err == nil {
+				if o, err := c.Get(cmd.Context(), ref); err == nil {
+					warnUngranted(e.stdout, o.Status)
+				}
+			}
 			return nil
 		},
 	}
@@ -497,4 +502,19 @@ func pad(s string, w int) string {
 		return s + strings.Repeat(" ", w-n)
 	}
 	return s
+}
+
+// warnUngranted says when a pod runs with privileges whose grant was
+// removed: it keeps running, but will not be restarted with them.
+func warnUngranted(w io.Writer, status map[string]any) {
+	adm, _ := status["admission"].(map[string]any)
+	list, _ := adm["ungranted"].([]any)
+	if len(list) == 0 {
+		return
+	}
+	var names []string
+	for _, p := range list {
+		names = append(names, fmt.Sprint(p))
+	}
+	fmt.Fprintf(w, "warning: running with privileges no longer granted: %s\n", strings.Join(names, ", "))
 }

@@ -15,6 +15,7 @@ import (
 // the agent's steps run on nodes.
 var builtinRegistrations = map[string]workflow.Registration{
 	"admission": {Name: "admission", Builtin: true, Spec: api.ControllerSpec{
+		Owns:  []api.FieldRef{"Pod:status.admission"},
 		Reads: []api.FieldRef{"Pod:spec", "Pod:labels"},
 		Steps: []api.Step{{Name: "admit", Kind: "Pod", Phase: workflow.Up, Where: "cluster",
 			Before: []string{"admitted"}, RequiredBy: []string{"admitted"}, Timeout: "30s"}},
@@ -23,11 +24,11 @@ var builtinRegistrations = map[string]workflow.Registration{
 		Owns:  []api.FieldRef{"Pod:status.node"},
 		Reads: []api.FieldRef{"Pod:spec.containers[*].resources"},
 		Steps: []api.Step{{Name: "schedule", Kind: "Pod", Phase: workflow.Up, Where: "cluster",
-			After: []string{"admitted"}, Before: []string{"scheduled"}, RequiredBy: []string{"scheduled"}, Timeout: "30s"}},
+			After: []string{"admitted"}, Requires: []string{"admitted"}, Before: []string{"scheduled"}, RequiredBy: []string{"scheduled"}, Timeout: "30s"}},
 	}},
 	"agent": {Name: "agent", Builtin: true, Spec: api.ControllerSpec{
 		Owns:  []api.FieldRef{"Pod:status.phase", "Pod:status.containers", "Pod:status.message", "Node:status"},
-		Reads: []api.FieldRef{"Pod:spec.containers", "Pod:spec.restart", "Pod:status.node"},
+		Reads: []api.FieldRef{"Pod:spec.containers", "Pod:spec.restart", "Pod:spec.privileges", "Pod:status.node"},
 		Steps: []api.Step{
 			{Name: "start", Kind: "Pod", Phase: workflow.Up, Where: "node",
 				After: []string{"storage", "network"}, Requires: []string{"storage", "network"}, Before: []string{"started"}, RequiredBy: []string{"started"},

@@ -58,7 +58,7 @@ func NewOrchestrator(st *store.Store, kv *clientv3.Client, prefix string, log *s
 	o.Local = &workflow.Local{Fallback: o.Queue}
 	o.Engine = workflow.NewEngine(workflow.Options{Objects: o, Dispatcher: o.Local, Recorder: o.rec})
 	o.Local.Engine = o.Engine
-	handlers := map[string]workflow.Handler{"admission": admit, "scheduler": o.schedule}
+	handlers := map[string]workflow.Handler{"admission": o.admit, "scheduler": o.schedule}
 	for _, r := range regs {
 		if h := handlers[r.Name]; h != nil {
 			o.Local.Handle(r.Name, h)
@@ -73,15 +73,104 @@ func NewOrchestrator(st *store.Store, kv *clientv3.Client, prefix string, log *s
 	return o, nil
 }
 
-// admit is the built-in admission step: the pod's spec must still be valid
-// (the API checked it on write; this is where later checks, such as
-// privilege grants, hook in).
-func admit(ctx context.Context, item *workflow.WorkItem, log func(string, map[string]any)) workflow.Result {
+// admit is the built-in admission step: the pod's spec must still be
+// valid, and every privilege it requests must be granted by a Grant for
+// its namespace and labels. A privilege a pod did not request it never
+// gets, whatever is granted.
+func (o *Orchestrator) admit(ctx context.Context, item *workflow.WorkItem, log func(string, map[string]any)) workflow.Result {
 	spec, _ := item.Object["spec"].(map[string]any)
-	if _, err := api.Normalize(api.Object{Kind: item.Kind, Name: item.Name, Namespace: item.Namespace, Spec: spec}); err != nil {
+	labels := map[string]string{}
+	if l, ok := item.Object["labels"].(map[string]any); ok {
+		for k, v := range l {
+			labels[k], _ = v.(string)
+		}
+	}
+	obj, err := api.Normalize(api.Object{Kind: item.Kind, Name: item.Name, Namespace: item.Namespace, Labels: labels, Spec: spec})
+	if err != nil {
 		return workflow.Result{Err: err.Error()}
 	}
+	missing, err := o.ungranted(ctx, &obj)
+	if err != nil {
+		return workflow.Result{Err: err.Error()}
+	}
+	if len(missing) > 0 {
+		return workflow.Result{Err: fmt.Sprintf("privilege %s is not granted to pods in namespace %s: an operator grants it with a Grant (see docs/security.md)",
+			strings.Join(missing, ", "), obj.Namespace)}
+	}
+	if ps, _ := api.DecodeSpecAs[api.PodSpec](&obj); ps != nil && len(ps.Privileges) > 0 {
+		log("privileges granted", map[string]any{"privileges": ps.Privileges})
+	}
 	return workflow.Result{}
+}
+
+// recheckGrants marks pods whose requested privileges are no longer all
+// granted (status.admission.ungranted), and clears the mark when they are.
+func (o *Orchestrator) recheckGrants(ctx context.Context) {
+	pods, _, err := o.store.List(ctx, "Pod", "")
+	if err != nil {
+		o.log.Warn("recheck grants", "err", err)
+		return
+	}
+	for i := range pods {
+		pod := &pods[i]
+		missing, err := o.ungranted(ctx, pod)
+		if err != nil {
+			continue
+		}
+		adm, _ := pod.Status["admission"].(map[string]any)
+		marked := adm != nil && adm["ungranted"] != nil
+		var value any
+		switch {
+		case len(missing) > 0:
+			list := make([]any, len(missing))
+			for i, m := range missing {
+				list[i] = m
+			}
+			if marked && fmt.Sprint(adm["ungranted"]) == fmt.Sprint(list) {
+				continue
+			}
+			value = map[string]any{"ungranted": list}
+		case marked:
+			value = nil
+		default:
+			continue
+		}
+		if _, err := o.Write(ctx, toRef(pod.Ref()), "controller:admission", "", map[string]any{"status.admission": value}); err != nil {
+			o.log.Warn("mark ungranted privileges", "pod", pod.Ref(), "err", err)
+		}
+	}
+}
+
+// ungranted lists the privileges a pod requests that no Grant allows.
+func (o *Orchestrator) ungranted(ctx context.Context, pod *api.Object) ([]string, error) {
+	spec, err := api.DecodeSpecAs[api.PodSpec](pod)
+	if err != nil || len(spec.Privileges) == 0 {
+		return nil, err
+	}
+	grants, _, err := o.store.List(ctx, "Grant", "")
+	if err != nil {
+		return nil, err
+	}
+	var specs []*api.GrantSpec
+	for i := range grants {
+		if g, err := api.DecodeSpecAs[api.GrantSpec](&grants[i]); err == nil {
+			specs = append(specs, g)
+		}
+	}
+	var missing []string
+	for _, p := range spec.Privileges {
+		ok := false
+		for _, g := range specs {
+			if g.Allows(pod.Namespace, pod.Labels, p) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			missing = append(missing, string(p))
+		}
+	}
+	return missing, nil
 }
 
 // Compiled returns the current registrations.
@@ -221,6 +310,10 @@ func (o *Orchestrator) Run(ctx context.Context) {
 			o.log.Error("load controllers", "err", err)
 		}
 	}, wg.Done)
+	// A grant removed (or narrowed) leaves running pods alone but marks
+	// those that now hold privileges no grant allows.
+	wg.Add(1)
+	go o.follow(ctx, "Grant", func(store.Event) { o.recheckGrants(ctx) }, func([]api.Object) { o.recheckGrants(ctx) }, wg.Done)
 	o.follow(ctx, "Pod", func(ev store.Event) {
 		if ev.Type == store.Deleted {
 			o.Engine.Forget(toRef(ev.Object.Ref()))
@@ -297,7 +390,7 @@ func (o *Orchestrator) Write(ctx context.Context, ref workflow.Ref, changer, ste
 		if _, err := fieldpath.Parse(p); err != nil {
 			return nil, fmt.Errorf("write %q: %v", p, err)
 		}
-		ops = append(ops, fieldpath.Op{Path: p, Value: v})
+		ops = append(ops, fieldpath.Op{Path: p, Value: v, Delete: v == nil})
 	}
 	sort.Slice(ops, func(i, j int) bool { return ops[i].Path < ops[j].Path })
 	var body map[string]any

@@ -79,6 +79,8 @@ type Spec struct {
 	// ExtraHosts are lines ("IP name...") added to the container's
 	// /etc/hosts.
 	ExtraHosts []string
+	// Privileges weaken the default sandbox; the zero value keeps it whole.
+	Privileges Privileges
 }
 
 // IDRange is a range of host IDs: HostID..HostID+Size-1.
@@ -276,6 +278,12 @@ func (s *Spec) validate() error {
 	}
 	if s.UID >= s.UserNS.Size || s.GID >= s.UserNS.Size {
 		return fmt.Errorf("container %s: uid %d / gid %d outside the user namespace's %d IDs", s.ID, s.UID, s.GID, s.UserNS.Size)
+	}
+	if s.UID == 0 && !s.Privileges.Root {
+		return fmt.Errorf("container %s: uid 0 without the root privilege", s.ID)
+	}
+	if err := s.Privileges.validate(s.ID); err != nil {
+		return err
 	}
 	if s.CPUMilli < 0 || s.MemoryBytes < 0 {
 		return fmt.Errorf("container %s: negative resource limit", s.ID)

@@ -134,6 +134,7 @@ func (r *Runtime) config(s *Spec, hostname, cwd string, ns nsOpts) *specs.Spec {
 			ReadonlyPaths: readonlyPaths,
 		},
 	}
+	s.Privileges.apply(spec)
 	return spec
 }
 

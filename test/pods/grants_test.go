@@ -1,0 +1,94 @@
+package pods_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"skiff.dev/skiff/test/testcluster"
+	"skiff.dev/skiff/test/testimage"
+)
+
+// TestPrivilegesNeedGrantAndRequest checks the double opt-in: a pod gets a
+// host path only if it asks for it and an operator's Grant allows it.
+func TestPrivilegesNeedGrantAndRequest(t *testing.T) {
+	requireRoot(t)
+	reg := testimage.StartRegistry(t)
+	image := reg.Push(t, "skiff/busybox:1", testimage.BusyboxImage(t))
+	data := filepath.Join(t.TempDir(), "data")
+	c := testcluster.Up(t, data, "--agent=true", "--node-name", "n1", "--insecure-registry", reg.Addr)
+	t.Cleanup(func() { cleanupPods(t, data) })
+
+	host := filepath.Join(t.TempDir(), "srv-x")
+	os.MkdirAll(host, 0o755)
+	os.WriteFile(filepath.Join(host, "file"), []byte("from the host\n"), 0o644)
+	pod := func(name, privileges string) string {
+		m := "kind: Pod\nname: " + name + "\nspec:\n  containers:\n    - name: main\n      image: " + image +
+			"\n      command: [sleep, '600']\n"
+		if privileges != "" {
+			m += "  privileges: [" + privileges + "]\n"
+		}
+		return m
+	}
+
+	// Requested, not granted: refused at admission, naming what is missing.
+	c.OK(pod("asks", `"hostPath:`+host+`:ro"`), "apply", "-f", "-")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		why := c.OK("", "why", "pod/asks")
+		if strings.Contains(why, "privilege hostPath:"+host+":ro is not granted to pods in namespace default") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("why pod/asks does not name the missing grant:\n%s", why)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if p := getPod(t, c, "asks"); p.Status.Node != "" || p.Status.Phase == "Running" {
+		t.Errorf("an ungranted pod was placed or ran: %+v", p.Status)
+	}
+
+	grant := "kind: Grant\nname: srv-x\nspec:\n  namespaces: [default]\n  privileges: [\"hostPath:" + host + ":ro\"]\n"
+	c.OK(grant, "apply", "-f", "-")
+
+	// Granted, not requested: no such mount.
+	c.OK(pod("plain", ""), "apply", "-f", "-")
+	waitPod(t, c, "plain", "Running", running)
+	if out, code := execIn(t, c, "plain", "main", "cat", host+"/file"); code == 0 {
+		t.Errorf("a pod that did not request the host path reads it: %q", out)
+	}
+
+	// Granted and requested (the first pod, retried): mounted read-only.
+	c.OK(pod("asks", `"hostPath:`+host+`:ro"`)+"  restart: always\n", "apply", "-f", "-")
+	waitPod(t, c, "asks", "Running", running)
+	if out, code := execIn(t, c, "asks", "main", "cat", host+"/file"); code != 0 || out != "from the host\n" {
+		t.Errorf("reading the granted host path: %q, exit %d", out, code)
+	}
+	if _, code := execIn(t, c, "asks", "main", "touch", host+"/new"); code == 0 {
+		t.Errorf("a read-only host path is writable")
+	}
+	if _, err := os.Stat(filepath.Join(host, "new")); err == nil {
+		t.Errorf("the container wrote into the host directory")
+	}
+
+	// Removing the grant keeps the pod running, marked.
+	c.OK("", "delete", "grant/srv-x")
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		why := c.OK("", "why", "pod/asks")
+		if strings.Contains(why, "running with privileges no longer granted: hostPath:"+host+":ro") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("why pod/asks does not say its privileges are no longer granted:\n%s", why)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if p := getPod(t, c, "asks"); !running(p) {
+		t.Errorf("removing the grant stopped the pod: %+v", p.Status)
+	}
+	c.OK("", "delete", "pod/asks", "pod/plain")
+	c.Stop()
+}
