@@ -53,7 +53,7 @@ func decodeInto(v any, rv reflect.Value, path string) error {
 		for _, k := range keys {
 			idx, ok := fields[k]
 			if !ok {
-				return fieldErr(join(path, k), "unknown field%s", suggest(k, fields))
+				return fieldErr(joinKey(path, k), "unknown field%s", suggest(k, fields))
 			}
 			if err := decodeInto(m[k], rv.Field(idx), join(path, k)); err != nil {
 				return err

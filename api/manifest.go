@@ -101,7 +101,7 @@ func ParseManifests(source string, r io.Reader, ns string) ([]Object, error) {
 		if err != nil {
 			me := &ManifestError{Source: source, Line: c.lineOf(err, line), Err: err}
 			if d.Kind != "" && d.Name != "" {
-				me.Object = strings.ToLower(d.Kind) + "/" + d.Name
+				me.Object = printable(strings.ToLower(d.Kind)) + "/" + printable(d.Name)
 			}
 			return nil, me
 		}
@@ -215,6 +215,17 @@ func (c *converter) value(n *yaml.Node, path string) (any, error) {
 	}
 	c.errLine = n.Line
 	return nil, &FieldError{Path: path, Reason: "unsupported YAML node"}
+}
+
+// printable returns s, or s quoted when it holds anything but printable
+// ASCII, so that one error stays one line.
+func printable(s string) string {
+	for _, r := range s {
+		if r < ' ' || r > '~' || r == '"' {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }
 
 // yamlErrLine extracts "line N" from a yaml.v3 error.

@@ -1,0 +1,22 @@
+package identity
+
+import "testing"
+
+// FuzzFilter: changer patterns never panic, and a filter that parsed
+// answers for any changer; an exclusion always wins over an inclusion.
+func FuzzFilter(f *testing.F) {
+	f.Add("operator:*", "!controller:scheduler", "operator:alice")
+	f.Add("controller:*,node:*", "!node", "node:n1")
+	f.Add("[a-", "", "x")
+	f.Add("operator:[!a]*", "!operator:b*", "operator:bob")
+	f.Fuzz(func(t *testing.T, include, exclude, changer string) {
+		f, err := ParseFilter([]string{include, exclude})
+		if err != nil {
+			return
+		}
+		got := f.Match(changer)
+		if ex, err := ParseFilter([]string{exclude}); err == nil && len(ex.exclude) > 0 && !ex.Match(changer) && got {
+			t.Fatalf("%q matched although %q excludes it", changer, exclude)
+		}
+	})
+}
