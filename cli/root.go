@@ -69,7 +69,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	root.AddCommand(
 		applyCmd(e), getCmd(e), deleteCmd(e), historyCmd(e), diffCmd(e), rollbackCmd(e),
 		tokenCmd(e), upCmd(e), serverCmd(e), benchCmd(e), versionCmd(e),
-		agentCmd(e), logsCmd(e), execCmd(e), imageCmd(e),
+		agentCmd(e), logsCmd(e), execCmd(e), imageCmd(e), nodeCmd(e),
 		whyCmd(e), graphCmd(e), journalCmd(e), controllersCmd(e),
 	)
 	if err := root.ExecuteContext(ctx); err != nil {

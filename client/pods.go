@@ -159,3 +159,12 @@ func (c *Client) ImportImage(ctx context.Context, node, name string, archive io.
 	}
 	return nil, fmt.Errorf("no skiff server answered: %w", lastErr)
 }
+
+// ForgetNode revokes a node's credentials and deletes its Node (admin).
+func (c *Client) ForgetNode(ctx context.Context, node string) (int, error) {
+	var r struct {
+		TokensRevoked int `json:"tokensRevoked"`
+	}
+	err := c.do(ctx, "POST", "/v1/nodes/"+url.PathEscape(node)+"/forget", nil, &r)
+	return r.TokensRevoked, err
+}

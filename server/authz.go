@@ -66,6 +66,47 @@ func authorizeDelete(tok Token, ref api.Ref, verb string) error {
 	return nil
 }
 
+// nodeMayRead restricts what a node identity reads, as Kubernetes'
+// NodeRestriction does: the pods placed on it, and Node objects (it routes
+// to the others); nothing else.
+func nodeMayRead(tok Token, o *api.Object) error {
+	id := identityOf(tok)
+	if id.Kind != identity.Node {
+		return nil
+	}
+	switch o.Kind {
+	case "Node":
+		return nil
+	case "Pod":
+		if n, _ := o.Status["node"].(string); n == id.Name {
+			return nil
+		}
+		return forbidden("%s may not read %s: it is not placed on node %s", tok.Identity, o.Ref(), id.Name)
+	}
+	return forbidden("%s may not read %s: nodes read only their pods and Node objects", tok.Identity, o.Ref())
+}
+
+// nodeMayList checks that a node lists only kinds it may read.
+func nodeMayList(tok Token, kind string) error {
+	if id := identityOf(tok); id.Kind == identity.Node && kind != "Pod" && kind != "Node" {
+		return forbidden("%s may not list %s objects: nodes read only their pods and Node objects", tok.Identity, kind)
+	}
+	return nil
+}
+
+// nodeMayWrite restricts a node's status writes to the pods placed on it
+// and its own Node.
+func nodeMayWrite(tok Token, o *api.Object) error {
+	id := identityOf(tok)
+	if id.Kind != identity.Node {
+		return nil
+	}
+	if o.Kind == "Node" && o.Name != id.Name {
+		return forbidden("%s may not write the status of %s: a node writes only its own Node", tok.Identity, o.Ref())
+	}
+	return nodeMayRead(tok, o)
+}
+
 // authorizeStatus checks a write of observed state before ownership.
 func authorizeStatus(tok Token, ref api.Ref) error {
 	if identityOf(tok).Kind == identity.Operator {

@@ -32,6 +32,19 @@ import (
 	"skiff.dev/skiff/workflow"
 )
 
+// RequestTimeout bounds every request but the streaming ones (watch, work
+// long polls, logs, exec, image imports).
+const RequestTimeout = time.Minute
+
+// streaming reports whether a request streams for longer than a request.
+func streaming(endpoint string, r *http.Request) bool {
+	switch endpoint {
+	case "watch", "work", "images":
+		return true
+	}
+	return strings.HasSuffix(r.URL.Path, "/logs") || strings.HasSuffix(r.URL.Path, "/exec")
+}
+
 // MaxImageBytes bounds an image archive sent for import.
 const MaxImageBytes = 16 << 30
 
@@ -82,6 +95,7 @@ func New(st *store.Store, tokens *Tokens, orch *Orchestrator) *Server {
 	s.route("POST /v1/work/{id}/log", "work", s.logWork)
 	s.route("POST /v1/work/{id}/done", "work", s.completeWork)
 	s.route("POST /v1/nodes/{node}/images", "images", s.importImage)
+	s.route("POST /v1/nodes/{node}/forget", "nodes", s.forgetNode)
 	s.route("GET /v1/controllers", "controllers", s.listControllers)
 	s.route("POST /v1/controllers/verify", "controllers", s.verifyController)
 	return s
@@ -103,6 +117,11 @@ func (s *Server) route(pattern, name string, h handler) {
 			limit = MaxImageBytes
 		}
 		r.Body = http.MaxBytesReader(rec, r.Body, limit)
+		if !streaming(name, r) {
+			ctx, cancel := context.WithTimeout(r.Context(), RequestTimeout)
+			defer cancel()
+			r = r.WithContext(ctx)
+		}
 		err := func() error {
 			tok, err := s.authenticate(r)
 			if err != nil {
@@ -274,6 +293,9 @@ func (s *Server) objects(w http.ResponseWriter, r *http.Request, tok Token) erro
 		if err != nil {
 			return err
 		}
+		if err := nodeMayRead(tok, &o); err != nil {
+			return err
+		}
 		writeJSON(w, 200, stripFor(s.owners(), tok, o))
 	case sub == "" && r.Method == http.MethodDelete:
 		return s.delete(w, r, tok, p.ref())
@@ -292,6 +314,8 @@ func (s *Server) objects(w http.ResponseWriter, r *http.Request, tok Token) erro
 		return s.patchStatus(w, r, tok, p.ref())
 	case (sub == "logs" && r.Method == http.MethodGet || sub == "exec" && r.Method == http.MethodPost) && p.kind.Name == "Pod":
 		return s.toNode(w, r, tok, p.ref(), sub)
+	case (sub == "history" || len(p.sub) == 2 && p.sub[0] == "revisions") && identityOf(tok).Kind == identity.Node:
+		return forbidden("%s may not read the history of %s: nodes read only the current pods placed on them", tok.Identity, p.ref())
 	case sub == "history" && r.Method == http.MethodGet:
 		f, err := identity.ParseFilter(r.URL.Query()["changer"])
 		if err != nil {
@@ -400,6 +424,9 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, tok Token, p objec
 	if err != nil {
 		return badRequest("selector: %v", err)
 	}
+	if err := nodeMayList(tok, p.kind.Name); err != nil {
+		return err
+	}
 	objs, rev, err := s.store.List(r.Context(), p.kind.Name, p.ns)
 	if err != nil {
 		return err
@@ -407,7 +434,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, tok Token, p objec
 	items := objs[:0]
 	owners := s.owners()
 	for _, o := range objs {
-		if sel.Matches(o.Labels) {
+		if sel.Matches(o.Labels) && nodeMayRead(tok, &o) == nil {
 			items = append(items, stripFor(owners, tok, o))
 		}
 	}
@@ -439,6 +466,9 @@ func (s *Server) putStatus(w http.ResponseWriter, r *http.Request, tok Token, re
 		func(cur *api.Object) (*api.Object, error) {
 			if cur == nil {
 				return nil, nil
+			}
+			if err := nodeMayWrite(tok, cur); err != nil {
+				return nil, err
 			}
 			// The writer replaces what it can see of status; fields it
 			// cannot see (other controllers') stay as they are.
@@ -507,6 +537,37 @@ func (s *Server) toNode(w http.ResponseWriter, r *http.Request, tok Token, ref a
 	return nil
 }
 
+// forgetNode revokes every credential of a node and deletes its Node: the
+// operator says it is gone.
+func (s *Server) forgetNode(w http.ResponseWriter, r *http.Request, tok Token) error {
+	if err := authorizeAdmin(tok, "forget nodes"); err != nil {
+		return err
+	}
+	node := r.PathValue("node")
+	if err := api.ValidateName(node); err != nil {
+		return badRequest("node name %v", err)
+	}
+	toks, err := s.tokens.List(r.Context())
+	if err != nil {
+		return err
+	}
+	revoked := 0
+	for _, t := range toks {
+		if t.Identity == "node:"+node {
+			if err := s.tokens.Revoke(r.Context(), t.ID); err != nil {
+				return err
+			}
+			revoked++
+		}
+	}
+	_, err = s.store.Delete(r.Context(), api.Ref{Kind: "Node", Name: node}, store.Write{Changer: tok.Identity, Cause: "node forgotten"})
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	writeJSON(w, 200, map[string]any{"node": node, "tokensRevoked": revoked})
+	return nil
+}
+
 // importImage passes an image archive to a node's agent.
 func (s *Server) importImage(w http.ResponseWriter, r *http.Request, tok Token) error {
 	if id := identityOf(tok); id.Kind != identity.Operator || tok.Role == RoleView {
@@ -546,6 +607,15 @@ func (s *Server) patchStatus(w http.ResponseWriter, r *http.Request, tok Token, 
 			return badRequest("status patch writes %s: only status fields", p)
 		}
 	}
+	if identityOf(tok).Kind == identity.Node {
+		cur, err := s.store.Get(r.Context(), ref)
+		if err != nil {
+			return err
+		}
+		if err := nodeMayWrite(tok, &cur); err != nil {
+			return err
+		}
+	}
 	if _, err := s.orch.Write(r.Context(), toRef(ref), tok.Identity, "", req.Writes); err != nil {
 		var no *ownership.NotOwnerError
 		if errors.As(err, &no) {
@@ -578,6 +648,9 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, tok Token) error 
 			return badRequest("namespace %v", err)
 		}
 	}
+	if err := nodeMayList(tok, k.Name); err != nil {
+		return err
+	}
 	fl, _ := w.(http.Flusher)
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(200)
@@ -591,6 +664,9 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, tok Token) error 
 		if ev.Err != nil {
 			enc.Encode(map[string]string{"error": ev.Err.Error()})
 			return nil
+		}
+		if nodeMayRead(tok, &ev.Object) != nil {
+			continue
 		}
 		ev.Object = stripFor(s.owners(), tok, ev.Object)
 		if err := enc.Encode(ev); err != nil {
