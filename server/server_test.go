@@ -630,8 +630,12 @@ func TestAuthorization(t *testing.T) {
 	_, err = node.Apply(ctx, api.Object{Kind: "Node", Name: "n2", Spec: map[string]any{"unschedulable": true}}, 0)
 	wantError(t, "node:n1 applying node/n2", err, 403, "forbidden", "node:n1", "node/n2")
 
-	// Everyone may read.
-	for name, c := range map[string]*client.Client{"view": viewer, "edit": editor, "controller": ctrl, "node": node} {
+	// Operators and controllers may read; a node reads only the pods
+	// placed on it (see TestNodeRestriction).
+	if _, err := node.Get(ctx, ref); err == nil {
+		t.Errorf("node:n1 read pod/web, which is not placed on it")
+	}
+	for name, c := range map[string]*client.Client{"view": viewer, "edit": editor, "controller": ctrl} {
 		if _, err := c.Get(ctx, ref); err != nil {
 			t.Errorf("%s get: %v", name, err)
 		}
@@ -1075,7 +1079,7 @@ func TestWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	watcher, _ := e.token("node:n1", "")
+	watcher, _ := e.token("operator:watcher", "view")
 	events := make(chan client.Event, 16)
 	done := make(chan error, 1)
 	wctx, stop := context.WithCancel(ctx)
