@@ -67,6 +67,8 @@ type Agent struct {
 	c      *client.Client
 	log    *slog.Logger
 
+	grantsChecked time.Time // used by the supervision loop only
+
 	mu      sync.Mutex             // guards podLock and allocation
 	podLock map[string]*sync.Mutex // one per pod: steps and supervision of a pod never overlap
 }
@@ -155,7 +157,22 @@ func (a *Agent) nodeRef() api.Ref { return api.Ref{Kind: "Node", Name: a.o.Name}
 func (a *Agent) heartbeatLoop(ctx context.Context) {
 	registered := false
 	for {
-		if !registered {
+		a.heartbeat(ctx, &registered)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(a.o.Heartbeat):
+		}
+	}
+}
+
+// heartbeat registers the node if it is not yet, and reports it alive; a
+// server that does not answer within the heartbeat period is skipped.
+func (a *Agent) heartbeat(ctx context.Context, registered *bool) {
+	ctx, cancel := context.WithTimeout(ctx, a.o.Heartbeat)
+	defer cancel()
+	{
+		if !*registered {
 			node := api.Object{Kind: "Node", Name: a.o.Name, Labels: a.o.Labels}
 			if cur, err := a.c.Get(ctx, a.nodeRef()); err == nil {
 				node.Spec = cur.Spec // keep what operators set (cordon, taints)
@@ -164,20 +181,15 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 				}
 			}
 			if _, err := a.c.Apply(ctx, node, 0); err == nil {
-				registered = true
+				*registered = true
 			} else if ctx.Err() == nil {
 				a.log.Warn("register node", "err", err)
 			}
 		}
-		if registered {
+		if *registered {
 			if err := a.c.PatchStatus(ctx, a.nodeRef(), a.nodeStatus()); err != nil && ctx.Err() == nil {
 				a.log.Warn("heartbeat", "err", err)
 			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(a.o.Heartbeat):
 		}
 	}
 }
@@ -223,15 +235,17 @@ func (a *Agent) workLoop(ctx context.Context) {
 // do runs one step for one pod and reports the outcome.
 func (a *Agent) do(ctx context.Context, it *workflow.WorkItem) {
 	unlock := a.lockPod(it.Namespace, it.Name)
-	defer unlock()
 	var res workflow.Result
 	writes, err := a.step(ctx, it)
+	unlock() // a hung server must not hold the pod
 	if err != nil {
 		res.Err = err.Error()
 	} else {
 		res.Writes = writes
 	}
-	if err := a.c.CompleteWork(context.WithoutCancel(ctx), it.ID, res); err != nil {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := a.c.CompleteWork(rctx, it.ID, res); err != nil {
 		a.log.Warn("report step", "step", it.Step, "pod", it.Namespace+"/"+it.Name, "err", err)
 	}
 }

@@ -36,8 +36,9 @@ func FetchCA(ctx context.Context, server, hash string) ([]byte, error) {
 	if err != nil || u.Scheme != "https" || u.Host == "" {
 		return nil, fmt.Errorf("server %q is not an https:// URL", server)
 	}
-	want := strings.TrimPrefix(hash, "sha256:")
-	if len(want) != 64 || !strings.HasPrefix(hash, "sha256:") {
+	// Hex digits in either case: tools print fingerprints in upper case.
+	want := strings.ToLower(strings.TrimPrefix(hash, "sha256:"))
+	if _, err := hex.DecodeString(want); err != nil || len(want) != 64 || !strings.HasPrefix(hash, "sha256:") {
 		return nil, fmt.Errorf("CA hash %q is not sha256:<64 hex digits>", hash)
 	}
 	var found []byte

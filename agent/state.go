@@ -38,6 +38,9 @@ type podRecord struct {
 	// Pins are the images of the pod's last PinRevisions generations,
 	// newest last: they stay on the node so a rollback never pulls.
 	Pins [][]string `json:"pins,omitempty"`
+	// Ungranted are privileges the pod runs with whose grant was removed,
+	// as the server last said: its containers are not restarted.
+	Ungranted []string `json:"ungranted,omitempty"`
 }
 
 // PinRevisions is how many generations of a pod keep their images pinned.

@@ -17,10 +17,12 @@ func agentCmd(e *env) *cobra.Command {
 		Short: "run a node agent: join a cluster and run the pods placed on this machine",
 		Long: `Run the node agent in the foreground. The first start joins: it reaches the
 server, checks the server's CA against --ca-hash, and keeps the CA, server
-and token in DIR/config. Later starts need no flags but --data, and need no
-server either: the agent brings back every pod it ran and keeps them
-running until the server is back. skiff token create --node NAME prints
-the command to run.`,
+and token in DIR/config; the node's name (the token's), labels, address and
+insecure registries in DIR/agent.json. Later starts need no flags but
+--data (flags given replace what was kept; the name cannot change), and
+need no server either: the agent brings back every pod it ran and keeps
+them running until the server is back. skiff token create --node NAME
+prints the command to run.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Labels = map[string]string{}
@@ -39,9 +41,9 @@ the command to run.`,
 	cmd.Flags().StringVar(&o.Token, "token", "", "node token (first start only)")
 	cmd.Flags().StringVar(&o.CAHash, "ca-hash", "", "sha256:HEX of the cluster CA (first start only)")
 	cmd.Flags().StringVar(&o.DataDir, "data", "/var/lib/skiff-agent", "agent data directory")
-	cmd.Flags().StringVar(&o.Name, "name", "", "node name (default: the host name)")
-	cmd.Flags().StringVar(&o.Address, "address", "", "this node's underlay address, reported in its status")
-	cmd.Flags().StringArrayVar(&labels, "label", nil, "node label KEY=VALUE; repeatable")
-	cmd.Flags().StringSliceVar(&o.InsecureRegistries, "insecure-registry", nil, "registries (HOST:PORT) to reach over plain HTTP")
+	cmd.Flags().StringVar(&o.Name, "name", "", "node name (default: the one the token is for; kept)")
+	cmd.Flags().StringVar(&o.Address, "address", "", "this node's underlay address, reported in its status (kept)")
+	cmd.Flags().StringArrayVar(&labels, "label", nil, "node label KEY=VALUE; repeatable (kept)")
+	cmd.Flags().StringSliceVar(&o.InsecureRegistries, "insecure-registry", nil, "registries (HOST:PORT) to reach over plain HTTP (kept)")
 	return cmd
 }

@@ -40,6 +40,7 @@ func New(cfg Config) (*Client, error) {
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConnsPerHost: 64,
 		IdleConnTimeout:     90 * time.Second,
+		TLSHandshakeTimeout: 10 * time.Second,
 		ForceAttemptHTTP2:   true,
 	}
 	return &Client{cfg: cfg, http: &http.Client{Transport: tr}}, nil
@@ -85,6 +86,29 @@ func (c *Client) send(ctx context.Context, method, path string, body any) (*http
 			return nil, err
 		}
 	}
+	// A call without a deadline of its own gets one, except streams and
+	// long polls, which bound themselves.
+	if _, ok := ctx.Deadline(); !ok && !strings.HasPrefix(path, "/v1/watch/") && !strings.HasPrefix(path, "/v1/work?") &&
+		!strings.Contains(path, "/logs?") {
+		ctx, cancel := context.WithTimeout(ctx, DefaultTimeout)
+		return c.sendWith(ctx, cancel, method, path, payload, body != nil)
+	}
+	return c.sendWith(ctx, func() {}, method, path, payload, body != nil)
+}
+
+// DefaultTimeout bounds a call whose context has no deadline (streams
+// and long polls excepted).
+const DefaultTimeout = 2 * time.Minute
+
+// cancelOnClose releases a call's context when its body is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c cancelOnClose) Close() error { err := c.ReadCloser.Close(); c.cancel(); return err }
+
+func (c *Client) sendWith(ctx context.Context, cancel context.CancelFunc, method, path string, payload []byte, hasBody bool) (*http.Response, error) {
 	var lastErr error
 	for _, srv := range c.cfg.Servers {
 		req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(srv, "/")+path, bytes.NewReader(payload))
@@ -92,13 +116,14 @@ func (c *Client) send(ctx context.Context, method, path string, body any) (*http
 			return nil, err
 		}
 		req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
-		if body != nil {
+		if hasBody {
 			req.Header.Set("Content-Type", "application/json")
 		}
 		resp, err := c.http.Do(req)
 		if err != nil {
 			lastErr = err
 			if ctx.Err() != nil {
+				cancel()
 				return nil, ctx.Err()
 			}
 			continue // try the next server
@@ -113,10 +138,13 @@ func (c *Client) send(ctx context.Context, method, path string, body any) (*http
 			if json.Unmarshal(b, &eb) != nil || eb.Error == "" {
 				eb.Error = fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b)))
 			}
+			cancel()
 			return nil, &Error{Status: resp.StatusCode, Code: eb.Code, Message: eb.Error}
 		}
+		resp.Body = cancelOnClose{resp.Body, cancel}
 		return resp, nil
 	}
+	cancel()
 	return nil, fmt.Errorf("no skiff server answered (%s): %w", strings.Join(c.cfg.Servers, ", "), lastErr)
 }
 

@@ -2,12 +2,15 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"time"
 
 	"skiff.dev/skiff/agent"
 	"skiff.dev/skiff/agent/image"
@@ -56,9 +59,6 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 	if o.DataDir == "" {
 		return errors.New("agent: no data directory (--data DIR)")
 	}
-	if o.Name == "" {
-		o.Name = NodeName()
-	}
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
@@ -79,13 +79,27 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 	}
 	c := o.Client
 	if c == nil {
-		cfg, err := agentConfig(ctx, o)
+		// A joined agent keeps its node name and settings with its config:
+		// later starts need --data alone, and no server.
+		if err := keptSettings(&o); err != nil {
+			return err
+		}
+		cfg, err := agentConfig(ctx, &o)
 		if err != nil {
 			return err
 		}
 		if c, err = client.New(cfg); err != nil {
 			return err
 		}
+		if o.Name == "" {
+			o.Name = NodeName()
+		}
+		if err := keepSettings(o); err != nil {
+			return err
+		}
+	}
+	if o.Name == "" {
+		o.Name = NodeName()
 	}
 	exe, err := os.Executable()
 	if err != nil {
@@ -113,10 +127,19 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 }
 
 // agentConfig returns the agent's client config: the one it kept, or a
-// new one from joining with a token and a pinned CA hash.
-func agentConfig(ctx context.Context, o AgentOptions) (client.Config, error) {
+// new one from joining with a token and a pinned CA hash. Joining also
+// asks the server whom the token is for: that is the node's name (and
+// --name, if given, must be it).
+func agentConfig(ctx context.Context, o *AgentOptions) (client.Config, error) {
 	path := filepath.Join(o.DataDir, "config")
-	if cfg, err := client.LoadConfig(path); err == nil {
+	if _, err := os.Stat(path); err == nil {
+		cfg, err := client.LoadConfig(path)
+		if err != nil {
+			return client.Config{}, fmt.Errorf("agent: %w", err)
+		}
+		if o.Token != "" && o.Token != cfg.Token || o.Server != "" && !slices.Contains(cfg.Servers, o.Server) {
+			o.Log.Warn("joined before: --server, --token and --ca-hash are ignored; remove the config to join anew", "config", path)
+		}
 		return cfg, nil // joined before: no server needed to start
 	}
 	if o.Server == "" || o.Token == "" || o.CAHash == "" {
@@ -127,10 +150,94 @@ func agentConfig(ctx context.Context, o AgentOptions) (client.Config, error) {
 		return client.Config{}, err
 	}
 	cfg := client.Config{Servers: []string{o.Server}, Token: o.Token, CA: string(ca)}
+	c, err := client.New(cfg)
+	if err != nil {
+		return client.Config{}, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	id, _, err := c.Whoami(wctx)
+	cancel()
+	if err != nil {
+		return client.Config{}, fmt.Errorf("join %s: %w", o.Server, err)
+	}
+	name, ok := strings.CutPrefix(id, "node:")
+	if !ok {
+		return client.Config{}, fmt.Errorf("join %s: the token is for %s, not a node (skiff token create --node NAME makes one)", o.Server, id)
+	}
+	if o.Name != "" && o.Name != name {
+		return client.Config{}, fmt.Errorf("join %s: the token is for node %s, not --name %s", o.Server, name, o.Name)
+	}
+	o.Name = name
+	// The name first: a config without it would make the next start
+	// another node.
+	if err := keepSettings(*o); err != nil {
+		return client.Config{}, err
+	}
 	if err := cfg.Save(path); err != nil {
 		return client.Config{}, err
 	}
 	return cfg, nil
+}
+
+// agentSettings are what a joined agent keeps in DataDir/agent.json besides
+// its client config: what it was started with, for starts with --data
+// alone.
+type agentSettings struct {
+	Name               string            `json:"name"`
+	Labels             map[string]string `json:"labels,omitempty"`
+	Address            string            `json:"address,omitempty"`
+	InsecureRegistries []string          `json:"insecureRegistries,omitempty"`
+}
+
+func settingsPath(o AgentOptions) string { return filepath.Join(o.DataDir, "agent.json") }
+
+// keptSettings fills what o leaves unset from the settings kept. The node
+// name cannot change: the pods this data directory holds are that node's.
+func keptSettings(o *AgentOptions) error {
+	b, err := os.ReadFile(settingsPath(*o))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	var k agentSettings
+	if err := json.Unmarshal(b, &k); err != nil {
+		return fmt.Errorf("agent: %s: %w", settingsPath(*o), err)
+	}
+	switch {
+	case o.Name == "":
+		o.Name = k.Name
+	case k.Name != "" && o.Name != k.Name:
+		return fmt.Errorf("agent: %s is node %s's, not --name %s's", o.DataDir, k.Name, o.Name)
+	}
+	if len(o.Labels) == 0 {
+		o.Labels = k.Labels
+	}
+	if o.Address == "" {
+		o.Address = k.Address
+	}
+	if len(o.InsecureRegistries) == 0 {
+		o.InsecureRegistries = k.InsecureRegistries
+	}
+	return nil
+}
+
+// keepSettings writes o's settings to DataDir/agent.json, atomically.
+func keepSettings(o AgentOptions) error {
+	b, err := json.MarshalIndent(agentSettings{Name: o.Name, Labels: o.Labels, Address: o.Address,
+		InsecureRegistries: o.InsecureRegistries}, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := settingsPath(o) + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	if err := os.Rename(tmp, settingsPath(o)); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	return nil
 }
 
 // hasTag reports whether an image reference names a tag.

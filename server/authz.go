@@ -51,6 +51,9 @@ func authorizeApply(tok Token, ref api.Ref) error {
 	if selfRegistration(id, ref) {
 		return nil
 	}
+	if id.Kind == identity.Node && ref.Kind == "Node" {
+		return forbidden("%s may not write %s: a node registers only its own Node", tok.Identity, ref)
+	}
 	return forbidden("%s may not change the labels or spec of %s: they are operator intent (controllers and nodes write the status fields they own)", tok.Identity, ref)
 }
 

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -88,6 +89,17 @@ func TestPrivilegesNeedGrantAndRequest(t *testing.T) {
 	}
 	if p := getPod(t, c, "asks"); !running(p) {
 		t.Errorf("removing the grant stopped the pod: %+v", p.Status)
+	}
+	// ... but once its container ends, it is not restarted with them.
+	time.Sleep(11 * time.Second) // the agent asks about grants every 10s
+	syscall.Kill(containerPid(t, data, "asks", "main"), syscall.SIGKILL)
+	p := waitPod(t, c, "asks", "the container not restarted", func(p podStatus) bool {
+		st, _, _ := p.container("main")
+		return st == "exited" && strings.Contains(p.Status.Message, "not restarted: it runs with privileges no longer granted")
+	})
+	time.Sleep(3 * time.Second) // past the first restart backoff
+	if st, r, _ := getPod(t, c, "asks").container("main"); st != "exited" || r != 0 {
+		t.Errorf("after the grant was removed the container came back: %s, %d restarts (%+v)", st, r, p.Status)
 	}
 	c.OK("", "delete", "pod/asks", "pod/plain")
 	c.Stop()
