@@ -31,6 +31,16 @@ func containerID(ns, pod, c string, seq int) string {
 	return fmt.Sprintf("%s_%s_%s_%d", ns, pod, c, seq)
 }
 
+// podNetNS returns the network namespace a pod's containers join: its own
+// (created once, found again after an agent restart, made anew after a
+// reboot), or, with the hostNetwork privilege, the node's.
+func (a *Agent) podNetNS(p *podRecord) (string, error) {
+	if p.Spec.Has("hostNetwork") {
+		return fmt.Sprintf("/proc/%d/ns/net", os.Getpid()), nil
+	}
+	return a.rt.CreatePodNetNS(podNetName(p), runtime.IDRange{HostID: p.IDBase, Size: idRangeSize})
+}
+
 // podNetName names a pod's network namespace in the runtime.
 func podNetName(p *podRecord) string { return p.Namespace + "_" + p.Name }
 
@@ -49,9 +59,7 @@ func configHash(c api.Container, privs []api.Privilege) string {
 // restarts in place those whose config changed, removes those no longer in
 // the spec. It returns after every container was started once.
 func (a *Agent) ensure(ctx context.Context, p *podRecord) error {
-	// The pod's network namespace: created once, found again after an
-	// agent restart, made anew after a reboot.
-	netns, err := a.rt.CreatePodNetNS(podNetName(p), runtime.IDRange{HostID: p.IDBase, Size: idRangeSize})
+	netns, err := a.podNetNS(p)
 	if err != nil {
 		return err
 	}
@@ -205,6 +213,10 @@ func privileges(spec *api.PodSpec) (runtime.Privileges, error) {
 			out.HostPaths = append(out.HostPaths, runtime.HostPath{Path: path, ReadOnly: ro})
 		case "writableRoot":
 			out.WritableRoot = true
+		case "hostNetwork":
+			// Handled where the pod's network namespace is chosen.
+		case "hostUser":
+			out.HostUser = true
 		case "unconfined":
 			out.Unconfined = true
 		default:

@@ -187,7 +187,7 @@ func (a *Agent) supervisePod(ctx context.Context, p *podRecord) {
 		a.removeContainer(ctx, cr.ID)
 		cr.Restarts++
 		// After a reboot the pod's network namespace is gone too.
-		netns, err := a.rt.CreatePodNetNS(podNetName(p), runtime.IDRange{HostID: p.IDBase, Size: idRangeSize})
+		netns, err := a.podNetNS(p)
 		if err != nil {
 			// Back off like a failed start: without it this would retry,
 			// and count a restart, every round.

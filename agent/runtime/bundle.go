@@ -21,6 +21,9 @@ import (
 func (r *Runtime) prepare(s *Spec) error {
 	dir := r.dir(s.ID)
 	hostRoot := int(s.UserNS.HostID)
+	if s.Privileges.HostUser {
+		hostRoot = 0 // no user namespace: the container's root is the host's
+	}
 	bundle := filepath.Join(dir, dirBundle)
 	rootfs := filepath.Join(bundle, "rootfs")
 	upper := filepath.Join(dir, dirUpper)
@@ -104,7 +107,7 @@ func (r *Runtime) prepare(s *Spec) error {
 				return fmt.Errorf("mount sysfs of %s: %w", s.NetNS, err)
 			}
 			ns.sysBind = sys
-		} else {
+		} else if !s.Privileges.HostUser {
 			// A pod network namespace (see CreatePodNetNS): join the user
 			// namespace that owns it.
 			if ids, ok := r.podIDsOf(owner); ok && ids != s.UserNS {

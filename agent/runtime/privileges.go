@@ -28,6 +28,10 @@ type Privileges struct {
 	WritableRoot bool
 	// Unconfined drops the seccomp filter and the AppArmor profile.
 	Unconfined bool
+	// HostUser runs the container without a user namespace: its UID and
+	// GID are the host's (and UID 0 is the host's root, which also needs
+	// Root).
+	HostUser bool
 }
 
 // HostPath is one bind mount from the host.
@@ -100,6 +104,16 @@ func (p Privileges) apply(s *specs.Spec) error {
 	if p.Unconfined {
 		s.Linux.Seccomp = nil
 		s.Process.ApparmorProfile = ""
+	}
+	if p.HostUser {
+		s.Linux.UIDMappings, s.Linux.GIDMappings = nil, nil
+		kept := s.Linux.Namespaces[:0]
+		for _, ns := range s.Linux.Namespaces {
+			if ns.Type != specs.UserNamespace {
+				kept = append(kept, ns)
+			}
+		}
+		s.Linux.Namespaces = kept
 	}
 	return nil
 }

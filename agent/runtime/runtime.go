@@ -267,17 +267,19 @@ func (s *Spec) validate() error {
 	if s.Cwd != "" && !filepath.IsAbs(s.Cwd) {
 		return fmt.Errorf("container %s: cwd %q is not absolute", s.ID, s.Cwd)
 	}
-	if s.UserNS.Size == 0 {
-		return fmt.Errorf("container %s: UserNS.Size is 0: a user namespace is required", s.ID)
-	}
-	if s.UserNS.HostID == 0 {
-		return fmt.Errorf("container %s: UserNS.HostID is 0: the container's root must not be the host's root", s.ID)
-	}
-	if uint64(s.UserNS.HostID)+uint64(s.UserNS.Size) > 1<<32-1 {
-		return fmt.Errorf("container %s: UserNS range overflows", s.ID)
-	}
-	if s.UID >= s.UserNS.Size || s.GID >= s.UserNS.Size {
-		return fmt.Errorf("container %s: uid %d / gid %d outside the user namespace's %d IDs", s.ID, s.UID, s.GID, s.UserNS.Size)
+	if !s.Privileges.HostUser {
+		if s.UserNS.Size == 0 {
+			return fmt.Errorf("container %s: UserNS.Size is 0: a user namespace is required", s.ID)
+		}
+		if s.UserNS.HostID == 0 {
+			return fmt.Errorf("container %s: UserNS.HostID is 0: the container's root must not be the host's root", s.ID)
+		}
+		if uint64(s.UserNS.HostID)+uint64(s.UserNS.Size) > 1<<32-1 {
+			return fmt.Errorf("container %s: UserNS range overflows", s.ID)
+		}
+		if s.UID >= s.UserNS.Size || s.GID >= s.UserNS.Size {
+			return fmt.Errorf("container %s: uid %d / gid %d outside the user namespace's %d IDs", s.ID, s.UID, s.GID, s.UserNS.Size)
+		}
 	}
 	if s.UID == 0 && !s.Privileges.Root {
 		return fmt.Errorf("container %s: uid 0 without the root privilege", s.ID)

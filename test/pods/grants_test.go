@@ -1,6 +1,7 @@
 package pods_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -102,5 +103,66 @@ func TestPrivilegesNeedGrantAndRequest(t *testing.T) {
 		t.Errorf("after the grant was removed the container came back: %s, %d restarts (%+v)", st, r, p.Status)
 	}
 	c.OK("", "delete", "pod/asks", "pod/plain")
+	c.Stop()
+}
+
+// TestHostNetwork: granted and requested, a pod's containers share the
+// node's network namespace instead of having their own.
+func TestHostNetwork(t *testing.T) {
+	requireRoot(t)
+	reg := testimage.StartRegistry(t)
+	image := reg.Push(t, "skiff/busybox:1", testimage.BusyboxImage(t))
+	data := filepath.Join(t.TempDir(), "data")
+	c := testcluster.Up(t, data, "--agent=true", "--node-name", "n1", "--insecure-registry", reg.Addr)
+	t.Cleanup(func() { cleanupPods(t, data) })
+	c.OK("kind: Grant\nname: hostnet\nspec:\n  namespaces: [default]\n  privileges: [hostNetwork]\n", "apply", "-f", "-")
+	for _, name := range []string{"host", "own"} {
+		m := "kind: Pod\nname: " + name + "\nspec:\n  containers:\n    - name: main\n      image: " + image + "\n      command: [sleep, '600']\n"
+		if name == "host" {
+			m += "  privileges: [hostNetwork]\n"
+		}
+		c.OK(m, "apply", "-f", "-")
+		waitPod(t, c, name, "Running", running)
+	}
+	// The agent runs inside skiff up: its network namespace is the node's.
+	agentNS, _ := os.Readlink("/proc/self/ns/net")
+	for name, wantHost := range map[string]bool{"host": true, "own": false} {
+		ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", containerPid(t, data, name, "main")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (ns == agentNS) != wantHost {
+			t.Errorf("pod %s: network namespace %s, node's %s; want shared = %v", name, ns, agentNS, wantHost)
+		}
+	}
+	c.OK("", "delete", "pod/host", "pod/own")
+	c.Stop()
+}
+
+// TestHostUser: granted and requested, a container runs without a user
+// namespace, as the same uid on the host; still with no capabilities.
+func TestHostUser(t *testing.T) {
+	requireRoot(t)
+	reg := testimage.StartRegistry(t)
+	image := reg.Push(t, "skiff/busybox:1", testimage.BusyboxImage(t))
+	data := filepath.Join(t.TempDir(), "data")
+	c := testcluster.Up(t, data, "--agent=true", "--node-name", "n1", "--insecure-registry", reg.Addr)
+	t.Cleanup(func() { cleanupPods(t, data) })
+	c.OK("kind: Grant\nname: hostuser\nspec:\n  namespaces: [default]\n  privileges: [hostUser]\n", "apply", "-f", "-")
+	c.OK("kind: Pod\nname: hu\nspec:\n  privileges: [hostUser]\n  containers:\n    - name: main\n      image: "+image+"\n      command: [sleep, '600']\n", "apply", "-f", "-")
+	waitPod(t, c, "hu", "Running", running)
+	pid := containerPid(t, data, "hu", "main")
+	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if !strings.Contains(string(status), "\nUid:\t1000\t") {
+		t.Errorf("host uid of a hostUser container is not 1000:\n%s", status)
+	}
+	if !strings.Contains(string(status), "\nCapEff:\t0000000000000000") {
+		t.Errorf("a hostUser container has capabilities:\n%s", status)
+	}
+	self, _ := os.Readlink("/proc/self/ns/user")
+	if ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/user", pid)); ns != self {
+		t.Errorf("hostUser container in user namespace %s, host's is %s", ns, self)
+	}
+	c.OK("", "delete", "pod/hu")
 	c.Stop()
 }
