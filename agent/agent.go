@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	goruntime "runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -69,6 +70,8 @@ type Agent struct {
 
 	grantsChecked time.Time // used by the supervision loop only
 
+	apiURL atomic.Value // string: where the node's API is served, reported in status
+
 	mu      sync.Mutex             // guards podLock and allocation
 	podLock map[string]*sync.Mutex // one per pod: steps and supervision of a pod never overlap
 }
@@ -102,6 +105,9 @@ func New(o Options) (*Agent, error) {
 	return &Agent{o: o, st: st, rt: o.Runtime, images: o.Images, c: o.Client, log: o.Log.With("node", o.Name),
 		podLock: map[string]*sync.Mutex{}}, nil
 }
+
+// SetAPIURL sets where the node serves its API (status.agentURL).
+func (a *Agent) SetAPIURL(u string) { a.apiURL.Store(u) }
 
 // Close releases the state file.
 func (a *Agent) Close() error { return a.st.close() }
@@ -207,8 +213,14 @@ func (a *Agent) nodeStatus() map[string]any {
 			"memoryBytes": int64(si.Totalram) * int64(si.Unit),
 			"pods":        idRanges,
 		},
-		"status.pods": len(pods),
+		"status.pods":     len(pods),
+		"status.agentURL": a.apiURLString(),
 	}
+}
+
+func (a *Agent) apiURLString() string {
+	u, _ := a.apiURL.Load().(string)
+	return u
 }
 
 // workLoop takes this node's work items and does them.

@@ -42,6 +42,7 @@ prints the command to run.`,
 	cmd.Flags().StringVar(&o.CAHash, "ca-hash", "", "sha256:HEX of the cluster CA (first start only)")
 	cmd.Flags().StringVar(&o.DataDir, "data", "/var/lib/skiff-agent", "agent data directory")
 	cmd.Flags().StringVar(&o.Name, "name", "", "node name (default: the one the token is for; kept)")
+	cmd.Flags().StringVar(&o.Listen, "listen", ":7444", "where the node serves its API (logs, exec, image imports) to the servers; empty for none")
 	cmd.Flags().StringVar(&o.Address, "address", "", "this node's underlay address, reported in its status (kept)")
 	cmd.Flags().StringArrayVar(&labels, "label", nil, "node label KEY=VALUE; repeatable (kept)")
 	cmd.Flags().StringSliceVar(&o.InsecureRegistries, "insecure-registry", nil, "registries (HOST:PORT) to reach over plain HTTP (kept)")

@@ -168,3 +168,13 @@ func (c *Client) ForgetNode(ctx context.Context, node string) (int, error) {
 	err := c.do(ctx, "POST", "/v1/nodes/"+url.PathEscape(node)+"/forget", nil, &r)
 	return r.TokensRevoked, err
 }
+
+// NodeCertificate asks the server to sign a node's serving certificate
+// (node identities only, for their own node).
+func (c *Client) NodeCertificate(ctx context.Context, node string, csrPEM []byte) ([]byte, error) {
+	var r struct {
+		Certificate string `json:"certificate"`
+	}
+	err := c.do(ctx, "POST", "/v1/nodes/"+url.PathEscape(node)+"/certificate", map[string]string{"csr": string(csrPEM)}, &r)
+	return []byte(r.Certificate), err
+}

@@ -36,6 +36,9 @@ type AgentOptions struct {
 	Log                *slog.Logger
 	// Attach, when set, is given the agent's API handler (logs, exec).
 	Attach func(node string, a *agent.Agent)
+	// Listen, for a joined agent, is where it serves its own API (logs,
+	// exec, image imports) to the servers; "" serves none.
+	Listen string
 }
 
 // NodeName is the default node name: the host name as a DNS label.
@@ -78,6 +81,7 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 		}
 	}
 	c := o.Client
+	var caPEM []byte
 	if c == nil {
 		// A joined agent keeps its node name and settings with its config:
 		// later starts need --data alone, and no server.
@@ -88,6 +92,7 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 		if err != nil {
 			return err
 		}
+		caPEM = []byte(cfg.CA)
 		if c, err = client.New(cfg); err != nil {
 			return err
 		}
@@ -121,6 +126,27 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 	defer a.Close()
 	if o.Attach != nil {
 		o.Attach(o.Name, a)
+	}
+	if o.Listen != "" && caPEM != nil {
+		// The node's API needs a certificate from the server; a node that
+		// starts with no server runs its pods first and serves later.
+		go func() {
+			for ctx.Err() == nil {
+				url, stop, err := serveAgentAPI(ctx, o.Listen, o.Address, o.Name, o.DataDir, c, caPEM, a.Handler())
+				if err == nil {
+					a.SetAPIURL(url)
+					o.Log.Info("agent API serving", "url", url)
+					<-ctx.Done()
+					stop()
+					return
+				}
+				o.Log.Warn("agent API not serving yet", "err", err)
+				select {
+				case <-ctx.Done():
+				case <-time.After(10 * time.Second):
+				}
+			}
+		}()
 	}
 	o.Log.Info("agent running", "node", o.Name, "data", o.DataDir)
 	return a.Run(ctx)

@@ -136,6 +136,7 @@ func Run(ctx context.Context, o Options) error {
 	go func() { orch.Run(orchCtx); close(orchDone) }()
 	defer func() { stopOrch(); <-orchDone }()
 	api := server.New(st, tokens, orch)
+	api.SetTLS(ca, cert)
 	srv := &http.Server{
 		Handler:           api,
 		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},

@@ -9,11 +9,15 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -62,6 +66,18 @@ type Server struct {
 
 	nodesMu sync.RWMutex
 	nodes   map[string]http.Handler // node name → its agent's API, for agents in this process
+	ca      *CA                     // signs node certificates; set by SetTLS
+	nodeTLS *tls.Config             // how the server calls agents' APIs; set by SetTLS
+}
+
+// SetTLS gives the server the cluster CA (to sign nodes' serving
+// certificates) and its own certificate (to call nodes' APIs as a client
+// they trust).
+func (s *Server) SetTLS(ca *CA, cert tls.Certificate) {
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.Cert)
+	s.ca = ca
+	s.nodeTLS = &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12}
 }
 
 // AttachNode makes the API of an agent running in this process reachable
@@ -96,6 +112,7 @@ func New(st *store.Store, tokens *Tokens, orch *Orchestrator) *Server {
 	s.route("POST /v1/work/{id}/done", "work", s.completeWork)
 	s.route("POST /v1/nodes/{node}/images", "images", s.importImage)
 	s.route("POST /v1/nodes/{node}/forget", "nodes", s.forgetNode)
+	s.route("POST /v1/nodes/{node}/certificate", "nodes", s.nodeCertificate)
 	s.route("GET /v1/controllers", "controllers", s.listControllers)
 	s.route("POST /v1/controllers/verify", "controllers", s.verifyController)
 	return s
@@ -520,11 +537,12 @@ func (s *Server) toNode(w http.ResponseWriter, r *http.Request, tok Token, ref a
 	if node == "" {
 		return &statusError{kind: errConflict, msg: fmt.Sprintf("%s is not on a node yet: see skiff why %s", ref, "pod/"+ref.Name)}
 	}
-	s.nodesMu.RLock()
-	h := s.nodes[node]
-	s.nodesMu.RUnlock()
-	if h == nil {
-		return &statusError{kind: errConflict, msg: fmt.Sprintf("%s runs on node %s, whose agent this server cannot reach for %s yet (only agents in the server's own process)", ref, node, what)}
+	h, err := s.nodeAPI(r.Context(), node)
+	if err != nil {
+		return err
+	}
+	if what == "exec" {
+		http.NewResponseController(w).EnableFullDuplex()
 	}
 	q := r.URL.Query()
 	q.Set("namespace", ref.Namespace)
@@ -534,6 +552,80 @@ func (s *Server) toNode(w http.ResponseWriter, r *http.Request, tok Token, ref a
 	r2.URL.RawQuery = q.Encode()
 	r2.Body = r.Body
 	h.ServeHTTP(w, r2)
+	return nil
+}
+
+// nodeAPI returns a handler reaching a node's agent API: in process, or
+// over HTTPS at the address the node reports (status.agentURL), with the
+// server's certificate as client certificate and the node's checked
+// against the cluster CA.
+func (s *Server) nodeAPI(ctx context.Context, node string) (http.Handler, error) {
+	s.nodesMu.RLock()
+	h := s.nodes[node]
+	s.nodesMu.RUnlock()
+	if h != nil {
+		return h, nil
+	}
+	n, err := s.store.Get(ctx, api.Ref{Kind: "Node", Name: node})
+	if err != nil {
+		return nil, err
+	}
+	raw, _ := n.Status["agentURL"].(string)
+	u, err := url.Parse(raw)
+	if raw == "" || err != nil || u.Scheme != "https" || s.nodeTLS == nil {
+		return nil, &statusError{kind: errConflict, msg: fmt.Sprintf("node %s reports no agent address (status.agentURL); is its agent running with --listen?", node)}
+	}
+	tlsCfg := s.nodeTLS.Clone()
+	tlsCfg.ServerName = "" // checked below: the node's certificate must be node:NAME
+	tlsCfg.InsecureSkipVerify = true
+	roots := s.nodeTLS.RootCAs
+	tlsCfg.VerifyPeerCertificate = func(certs [][]byte, _ [][]*x509.Certificate) error {
+		leaf, err := x509.ParseCertificate(certs[0])
+		if err != nil {
+			return err
+		}
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots}); err != nil {
+			return fmt.Errorf("node %s's certificate: %w", node, err)
+		}
+		if leaf.Subject.CommonName != NodeCommonName(node) {
+			return fmt.Errorf("the agent at %s is %s, not node %s", raw, leaf.Subject.CommonName, node)
+		}
+		return nil
+	}
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(u)
+			pr.Out.Header.Del("Authorization")
+		},
+		Transport:     &http.Transport{TLSClientConfig: tlsCfg, ForceAttemptHTTP2: false},
+		FlushInterval: -1,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			writeJSON(w, http.StatusBadGateway, ErrorBody{Error: fmt.Sprintf("node %s's agent at %s: %v", node, raw, err), Code: "node_unreachable"})
+		},
+	}
+	return proxy, nil
+}
+
+// nodeCertificate signs a node's serving certificate for its agent API.
+func (s *Server) nodeCertificate(w http.ResponseWriter, r *http.Request, tok Token) error {
+	node := r.PathValue("node")
+	if tok.Identity != "node:"+node {
+		return forbidden("%s may not get a certificate for node %s", tok.Identity, node)
+	}
+	if s.ca == nil {
+		return &statusError{kind: errConflict, msg: "this server signs no node certificates"}
+	}
+	var req struct {
+		CSR string `json:"csr"`
+	}
+	if err := decodeBody(r, &req, `certificate needs {"csr": PEM}`); err != nil {
+		return err
+	}
+	cert, err := s.ca.SignNode([]byte(req.CSR), node)
+	if err != nil {
+		return badRequest("%v", err)
+	}
+	writeJSON(w, 200, map[string]string{"certificate": string(cert)})
 	return nil
 }
 
@@ -574,11 +666,9 @@ func (s *Server) importImage(w http.ResponseWriter, r *http.Request, tok Token) 
 		return forbidden("%s may not import images: operators with the edit or admin role do", tok.Identity)
 	}
 	node := r.PathValue("node")
-	s.nodesMu.RLock()
-	h := s.nodes[node]
-	s.nodesMu.RUnlock()
-	if h == nil {
-		return &statusError{kind: errConflict, msg: fmt.Sprintf("node %s's agent is not reachable from this server for imports yet (only agents in the server's own process)", node)}
+	h, err := s.nodeAPI(r.Context(), node)
+	if err != nil {
+		return err
 	}
 	r2 := r.Clone(r.Context())
 	r2.URL.Path = "/images/import"

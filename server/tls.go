@@ -131,7 +131,7 @@ func (ca *CA) ServerCert(dir string, hosts []string) (tls.Certificate, error) {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: "skiff server"},
+		Subject:      pkix.Name{CommonName: ServerCommonName},
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().AddDate(1, 0, 0),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
@@ -213,4 +213,47 @@ func Hosts(listen string) []string {
 	}
 	slices.Sort(hosts)
 	return slices.Compact(hosts)
+}
+
+// NodeCommonName is the subject of the certificates nodes serve their API
+// with: "node:NAME".
+func NodeCommonName(node string) string { return "node:" + node }
+
+// ServerCommonName is the subject of server certificates; nodes accept
+// API calls only from clients presenting one issued by the cluster CA.
+const ServerCommonName = "skiff server"
+
+// SignNode issues a node's serving certificate from its certificate
+// request. The request's subject must be node:NAME; its names and
+// addresses become the certificate's.
+func (ca *CA) SignNode(csrPEM []byte, node string) ([]byte, error) {
+	b, _ := pem.Decode(csrPEM)
+	if b == nil || b.Type != "CERTIFICATE REQUEST" {
+		return nil, errors.New("no PEM certificate request")
+	}
+	csr, err := x509.ParseCertificateRequest(b.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("certificate request: %w", err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, fmt.Errorf("certificate request: %w", err)
+	}
+	if csr.Subject.CommonName != NodeCommonName(node) {
+		return nil, fmt.Errorf("certificate request is for %q, not %s", csr.Subject.CommonName, NodeCommonName(node))
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: NodeCommonName(node)},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().AddDate(1, 0, 0),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:     csr.DNSNames,
+		IPAddresses:  csr.IPAddresses,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, csr.PublicKey, ca.key)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
 }

@@ -342,7 +342,7 @@ func TestAgentJoinsAndRunsWithoutServer(t *testing.T) {
 	for _, k := range []string{"--server", "--token", "--ca-hash", "--name"} {
 		args = append(args, k, join[k])
 	}
-	ag := startAgent(t, append(args, "--data", agentDir, "--insecure-registry", reg.Addr)...)
+	ag := startAgent(t, append(args, "--data", agentDir, "--insecure-registry", reg.Addr, "--listen", "127.0.0.1:0")...)
 
 	// 2. The node registers, and pods run on it.
 	deadline := time.Now().Add(30 * time.Second)
@@ -373,6 +373,23 @@ func TestAgentJoinsAndRunsWithoutServer(t *testing.T) {
 		}
 	}
 	checkStartOrder(t, "first start", before)
+
+	// Logs and exec of a pod on a joined node go through the server to the
+	// node's own API (mutual TLS from the cluster CA).
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		logs, errs, code := c.Run("", "logs", "ticker", "--tail", "2")
+		if code == 0 && strings.Contains(logs, "stdout ") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("skiff logs of a pod on a joined node: exit %d: %s%s\nagent stderr:\n%s", code, logs, errs, ag.stderr)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if out, errs, code := c.Run("", "exec", "ticker", "--", "sh", "-c", "id -u; exit 4"); code != 4 || strings.TrimSpace(out) != "1000" {
+		t.Errorf("skiff exec on a joined node: exit %d, %q %s", code, out, errs)
+	}
 	netnsDirs, _ := filepath.Glob(filepath.Join(agentDir, "runtime", "pods", "*"))
 	if len(netnsDirs) != len(autonomyPods) {
 		t.Errorf("pod network namespaces: %v, want one per pod", netnsDirs)
@@ -408,7 +425,7 @@ func TestAgentJoinsAndRunsWithoutServer(t *testing.T) {
 
 	// 4. The agent starts again with only its data directory and no
 	// server: every container runs again.
-	ag = startAgent(t, "agent", "--data", agentDir)
+	ag = startAgent(t, "agent", "--data", agentDir, "--listen", "127.0.0.1:0")
 	deadline = time.Now().Add(30 * time.Second)
 	var after map[string]containerState
 	for {
