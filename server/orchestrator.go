@@ -278,6 +278,9 @@ func (o *Orchestrator) reload(ctx context.Context) error {
 	return nil
 }
 
+// RetryFailedEvery is how often failed pod runs are tried again.
+const RetryFailedEvery = time.Minute
+
 // Run feeds the engine until ctx ends: registrations first, then every
 // object of a kind with workflows, then their changes.
 func (o *Orchestrator) Run(ctx context.Context) {
@@ -300,6 +303,23 @@ func (o *Orchestrator) Run(ctx context.Context) {
 			}
 		}
 		o.follow(ctx, "Node", func(store.Event) { retry() }, func([]api.Object) { retry() }, wg.Done)
+	}()
+	// And whatever else failed (an image that would not pull, a registry
+	// away) is tried again every minute, like a backoff that never gives up;
+	// steps that succeeded with the same inputs are skipped.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(RetryFailedEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				o.Engine.RetryFailed("Pod")
+			}
+		}
 	}()
 	go o.follow(ctx, "Controller", func(store.Event) {
 		if err := o.reload(ctx); err != nil {

@@ -77,6 +77,8 @@ func Up(t *testing.T, data string, flags ...string) *Cluster {
 	c.cmd = exec.Command(Binary, append([]string{"up", "--data", data, "--listen", "127.0.0.1:0", "--agent=false"}, flags...)...)
 	c.cmd.Env = c.Env
 	c.cmd.Stderr = c.stderr
+	// If the test binary dies (a timeout, a crash), so does skiff up.
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := c.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
