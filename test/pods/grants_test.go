@@ -16,12 +16,7 @@ import (
 // TestPrivilegesNeedGrantAndRequest checks the double opt-in: a pod gets a
 // host path only if it asks for it and an operator's Grant allows it.
 func TestPrivilegesNeedGrantAndRequest(t *testing.T) {
-	requireRoot(t)
-	reg := testimage.StartRegistry(t)
-	image := reg.Push(t, "skiff/busybox:1", testimage.BusyboxImage(t))
-	data := filepath.Join(t.TempDir(), "data")
-	c := testcluster.Up(t, data, "--agent=true", "--node-name", "n1", "--insecure-registry", reg.Addr)
-	t.Cleanup(func() { cleanupPods(t, data) })
+	c, data, image := nodeCluster(t)
 
 	host := filepath.Join(t.TempDir(), "srv-x")
 	os.MkdirAll(host, 0o755)
@@ -109,12 +104,7 @@ func TestPrivilegesNeedGrantAndRequest(t *testing.T) {
 // TestHostNetwork: granted and requested, a pod's containers share the
 // node's network namespace instead of having their own.
 func TestHostNetwork(t *testing.T) {
-	requireRoot(t)
-	reg := testimage.StartRegistry(t)
-	image := reg.Push(t, "skiff/busybox:1", testimage.BusyboxImage(t))
-	data := filepath.Join(t.TempDir(), "data")
-	c := testcluster.Up(t, data, "--agent=true", "--node-name", "n1", "--insecure-registry", reg.Addr)
-	t.Cleanup(func() { cleanupPods(t, data) })
+	c, data, image := nodeCluster(t)
 	c.OK("kind: Grant\nname: hostnet\nspec:\n  namespaces: [default]\n  privileges: [hostNetwork]\n", "apply", "-f", "-")
 	for _, name := range []string{"host", "own"} {
 		m := "kind: Pod\nname: " + name + "\nspec:\n  containers:\n    - name: main\n      image: " + image + "\n      command: [sleep, '600']\n"
@@ -142,12 +132,7 @@ func TestHostNetwork(t *testing.T) {
 // TestHostUser: granted and requested, a container runs without a user
 // namespace, as the same uid on the host; still with no capabilities.
 func TestHostUser(t *testing.T) {
-	requireRoot(t)
-	reg := testimage.StartRegistry(t)
-	image := reg.Push(t, "skiff/busybox:1", testimage.BusyboxImage(t))
-	data := filepath.Join(t.TempDir(), "data")
-	c := testcluster.Up(t, data, "--agent=true", "--node-name", "n1", "--insecure-registry", reg.Addr)
-	t.Cleanup(func() { cleanupPods(t, data) })
+	c, data, image := nodeCluster(t)
 	c.OK("kind: Grant\nname: hostuser\nspec:\n  namespaces: [default]\n  privileges: [hostUser]\n", "apply", "-f", "-")
 	c.OK("kind: Pod\nname: hu\nspec:\n  privileges: [hostUser]\n  containers:\n    - name: main\n      image: "+image+"\n      command: [sleep, '600']\n", "apply", "-f", "-")
 	waitPod(t, c, "hu", "Running", running)
@@ -165,4 +150,17 @@ func TestHostUser(t *testing.T) {
 	}
 	c.OK("", "delete", "pod/hu")
 	c.Stop()
+}
+
+// nodeCluster starts a registry holding the busybox test image and skiff up
+// with its agent as node n1; it cleans up whatever pods leave behind.
+func nodeCluster(t *testing.T) (c *testcluster.Cluster, data, image string) {
+	t.Helper()
+	requireRoot(t)
+	reg := testimage.StartRegistry(t)
+	image = reg.Push(t, "skiff/busybox:1", testimage.BusyboxImage(t))
+	data = filepath.Join(t.TempDir(), "data")
+	c = testcluster.Up(t, data, "--agent=true", "--node-name", "n1", "--insecure-registry", reg.Addr)
+	t.Cleanup(func() { cleanupPods(t, data) })
+	return c, data, image
 }
