@@ -500,7 +500,7 @@ func startAgent(exe, server, token, caHash, dataDir, registry string) (*childAge
 	}
 	defer logf.Close()
 	cmd := exec.Command(exe, "agent", "--server", server, "--token", token, "--ca-hash", caHash,
-		"--data", dataDir, "--name", podsNode, "--insecure-registry", registry)
+		"--data", dataDir, "--name", podsNode, "--insecure-registry", registry, "--listen", "127.0.0.1:0")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start agent: %w", err)
