@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -9,8 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,18 +19,13 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"golang.org/x/sys/unix"
 
 	"skiff.dev/skiff/agent"
 	"skiff.dev/skiff/api"
 	"skiff.dev/skiff/client"
 	"skiff.dev/skiff/daemon"
+	"skiff.dev/skiff/test/testimage"
 )
 
 // PodsOptions size the pods benchmark; zero values take the defaults.
@@ -49,7 +41,6 @@ const (
 	podsNode      = "bench"
 	podsNamespace = "default"
 	podsWait      = 60 * time.Second // per pod, before giving up
-	busyboxPath   = "/bin/busybox"   // Debian's busybox-static
 )
 
 // podsCommand runs until SIGTERM and exits at once on it: as the init of
@@ -94,8 +85,8 @@ func Pods(ctx context.Context, w io.Writer, o PodsOptions) (err error) {
 	if err != nil {
 		return errors.New("bench pods: no runc in PATH (scripts/install-deps.sh installs it)")
 	}
-	if _, err := os.Stat(busyboxPath); err != nil {
-		return fmt.Errorf("bench pods: no %s (Debian's busybox-static; scripts/install-deps.sh installs it)", busyboxPath)
+	if _, err := os.Stat(testimage.BusyboxPath); err != nil {
+		return fmt.Errorf("bench pods: no %s (Debian's busybox-static; scripts/install-deps.sh installs it)", testimage.BusyboxPath)
 	}
 	regBin, err := exec.LookPath("docker-registry")
 	if err != nil {
@@ -121,16 +112,16 @@ func Pods(ctx context.Context, w io.Writer, o PodsOptions) (err error) {
 		return fmt.Errorf("runc floor: %w", err)
 	}
 
-	reg, err := startRegistry(regBin, filepath.Join(dir, "registry"))
+	reg, err := testimage.NewRegistry(regBin, filepath.Join(dir, "registry"))
 	if err != nil {
 		return err
 	}
-	defer reg.stop()
-	img, err := busyboxImage()
+	defer reg.Stop()
+	img, err := testimage.Busybox()
 	if err != nil {
 		return err
 	}
-	image, err := reg.push("skiff/busybox:1", img)
+	image, err := reg.PushImage("skiff/busybox:1", img)
 	if err != nil {
 		return err
 	}
@@ -170,7 +161,7 @@ func Pods(ctx context.Context, w io.Writer, o PodsOptions) (err error) {
 	if err != nil {
 		return err
 	}
-	ag, err := startAgent(o.Exe, info.URL, tok, hash, agentDir, reg.addr)
+	ag, err := startAgent(o.Exe, info.URL, tok, hash, agentDir, reg.Addr)
 	if err != nil {
 		return err
 	}
@@ -766,7 +757,7 @@ func runcFloor(ctx context.Context, runc, dir string, runs int) ([]time.Duration
 	if err := os.MkdirAll(filepath.Join(rootfs, "bin"), 0o755); err != nil {
 		return nil, err
 	}
-	bin, err := os.ReadFile(busyboxPath)
+	bin, err := os.ReadFile(testimage.BusyboxPath)
 	if err != nil {
 		return nil, err
 	}
@@ -841,110 +832,4 @@ func runcFloor(ctx context.Context, runc, dir string, runs int) ([]time.Duration
 		}
 	}
 	return ds, nil
-}
-
-// busyboxImage is a one-layer image: /bin/busybox and its applets as
-// symlinks, /etc/passwd, and a config running sh (like the one the pod
-// tests use; test/testimage needs a testing.TB).
-func busyboxImage() (v1.Image, error) {
-	bin, err := os.ReadFile(busyboxPath)
-	if err != nil {
-		return nil, err
-	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	mod := time.Unix(1700000000, 0)
-	tw.WriteHeader(&tar.Header{Name: "bin/", Typeflag: tar.TypeDir, Mode: 0o755, ModTime: mod})
-	tw.WriteHeader(&tar.Header{Name: "bin/busybox", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(bin)), ModTime: mod})
-	tw.Write(bin)
-	for _, a := range []string{"sh", "sleep", "cat", "echo", "ls", "true", "kill", "ps", "env"} {
-		tw.WriteHeader(&tar.Header{Name: "bin/" + a, Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777, ModTime: mod})
-	}
-	passwd := []byte("root:x:0:0:root:/:/bin/sh\n")
-	tw.WriteHeader(&tar.Header{Name: "etc/", Typeflag: tar.TypeDir, Mode: 0o755, ModTime: mod})
-	tw.WriteHeader(&tar.Header{Name: "etc/passwd", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(passwd)), ModTime: mod})
-	tw.Write(passwd)
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	layerBytes := buf.Bytes()
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(layerBytes)), nil })
-	if err != nil {
-		return nil, err
-	}
-	img, err := mutate.AppendLayers(empty.Image, layer)
-	if err != nil {
-		return nil, err
-	}
-	cfg, err := img.ConfigFile()
-	if err != nil {
-		return nil, err
-	}
-	cfg = cfg.DeepCopy()
-	cfg.OS, cfg.Architecture = "linux", "amd64"
-	cfg.Config.Cmd = []string{"sh"}
-	cfg.Config.Env = []string{"PATH=/bin"}
-	return mutate.ConfigFile(img, cfg)
-}
-
-// registry is Debian's docker-registry on a free loopback port.
-type registry struct {
-	addr string
-	cmd  *exec.Cmd
-}
-
-func startRegistry(bin, dir string) (*registry, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	addr := l.Addr().String()
-	l.Close()
-	cfg := fmt.Sprintf("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n",
-		filepath.Join(dir, "data"), addr)
-	cfgPath := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin, "serve", cfgPath)
-	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("docker-registry: %w", err)
-	}
-	r := &registry{addr: addr, cmd: cmd}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/v2/")
-		if err == nil {
-			resp.Body.Close()
-			return r, nil
-		}
-		if time.Now().After(deadline) {
-			r.stop()
-			return nil, fmt.Errorf("docker-registry on %s did not answer: %v", addr, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func (r *registry) stop() {
-	if r.cmd.Process != nil && r.cmd.ProcessState == nil {
-		r.cmd.Process.Kill()
-		r.cmd.Wait()
-	}
-}
-
-// push writes img as repo:tag and returns the reference.
-func (r *registry) push(repoTag string, img v1.Image) (string, error) {
-	ref, err := name.ParseReference(r.addr+"/"+repoTag, name.Insecure)
-	if err != nil {
-		return "", err
-	}
-	if err := remote.Write(ref, img); err != nil {
-		return "", fmt.Errorf("push %s: %w", ref, err)
-	}
-	return ref.String(), nil
 }

@@ -130,22 +130,29 @@ func (c *Client) sendWith(ctx context.Context, cancel context.CancelFunc, method
 		}
 		if resp.StatusCode >= 400 {
 			defer resp.Body.Close()
-			var eb struct {
-				Error string `json:"error"`
-				Code  string `json:"code"`
-			}
 			b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-			if json.Unmarshal(b, &eb) != nil || eb.Error == "" {
-				eb.Error = fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b)))
-			}
 			cancel()
-			return nil, &Error{Status: resp.StatusCode, Code: eb.Code, Message: eb.Error}
+			return nil, apiError(resp, b, fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b))))
 		}
 		resp.Body = cancelOnClose{resp.Body, cancel}
 		return resp, nil
 	}
 	cancel()
 	return nil, fmt.Errorf("no skiff server answered (%s): %w", strings.Join(c.cfg.Servers, ", "), lastErr)
+}
+
+// apiError is the Error of a failed request whose body is b: the API's
+// JSON error, or plain when the body is not one (a node's API answers in
+// plain text).
+func apiError(resp *http.Response, b []byte, plain string) *Error {
+	var eb struct {
+		Error string `json:"error"`
+		Code  string `json:"code"`
+	}
+	if json.Unmarshal(b, &eb) != nil || eb.Error == "" {
+		eb.Error = plain
+	}
+	return &Error{Status: resp.StatusCode, Code: eb.Code, Message: eb.Error}
 }
 
 // objectPath builds /v1/objects/KIND[/NS][/NAME].

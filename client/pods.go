@@ -75,12 +75,8 @@ func (c *Client) Exec(ctx context.Context, ref api.Ref, container string, cmd []
 		}
 		defer resp.Body.Close()
 		if resp.StatusCode >= 400 {
-			var eb struct{ Error, Code string }
 			b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-			if json.Unmarshal(b, &eb) != nil || eb.Error == "" {
-				eb.Error = strings.TrimSpace(string(b))
-			}
-			return -1, &Error{Status: resp.StatusCode, Code: eb.Code, Message: eb.Error}
+			return -1, apiError(resp, b, strings.TrimSpace(string(b)))
 		}
 		for {
 			stream, payload, err := readFrame(resp.Body)
@@ -143,11 +139,7 @@ func (c *Client) ImportImage(ctx context.Context, node, name string, archive io.
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		if resp.StatusCode >= 400 {
-			var eb struct{ Error, Code string }
-			if json.Unmarshal(b, &eb) != nil || eb.Error == "" {
-				eb.Error = strings.TrimSpace(string(b))
-			}
-			return nil, &Error{Status: resp.StatusCode, Code: eb.Code, Message: eb.Error}
+			return nil, apiError(resp, b, strings.TrimSpace(string(b)))
 		}
 		var out struct {
 			Images []string `json:"images"`

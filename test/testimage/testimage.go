@@ -25,21 +25,20 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
 
-// Busybox is where Debian's busybox-static puts its binary.
-const Busybox = "/bin/busybox"
+// BusyboxPath is where Debian's busybox-static puts its binary.
+const BusyboxPath = "/bin/busybox"
 
 // applets are linked to busybox in the image.
 var applets = []string{"sh", "ls", "cat", "echo", "id", "sleep", "httpd", "wget", "mount", "unshare",
 	"touch", "ping", "nc", "env", "mkdir", "true", "false", "kill", "ps", "hostname", "grep", "date", "rm"}
 
-// BusyboxImage returns a one-layer image: /bin/busybox, its applets as
-// symlinks, /www/index.html, and a config running sh. It skips the test
-// when busybox-static is not installed.
-func BusyboxImage(t testing.TB) v1.Image {
-	t.Helper()
-	bin, err := os.ReadFile(Busybox)
+// Busybox returns a one-layer image: /bin/busybox, its applets as
+// symlinks, /www/index.html, /etc/passwd, and a config running sh. It
+// needs Debian's busybox-static.
+func Busybox() (v1.Image, error) {
+	bin, err := os.ReadFile(BusyboxPath)
 	if err != nil {
-		t.Skipf("no %s (Debian's busybox-static; scripts/install-deps.sh installs it): %v", Busybox, err)
+		return nil, fmt.Errorf("no %s (Debian's busybox-static; scripts/install-deps.sh installs it): %w", BusyboxPath, err)
 	}
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -58,25 +57,37 @@ func BusyboxImage(t testing.TB) v1.Image {
 	file("www/index.html", 0o644, []byte("hello from skiff\n"))
 	dir("etc/")
 	file("etc/passwd", 0o644, []byte("root:x:0:0:root:/:/bin/sh\nweb:x:1500:1500:web:/www:/bin/sh\n"))
-	tw.Close()
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
 	layerBytes := buf.Bytes()
 	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(layerBytes)), nil })
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	img, err := mutate.AppendLayers(empty.Image, layer)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	cfg, err := img.ConfigFile()
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	cfg = cfg.DeepCopy()
 	cfg.OS, cfg.Architecture = "linux", "amd64"
 	cfg.Config.Cmd = []string{"sh"}
 	cfg.Config.Env = []string{"PATH=/bin"}
-	img, err = mutate.ConfigFile(img, cfg)
+	return mutate.ConfigFile(img, cfg)
+}
+
+// BusyboxImage is Busybox for tests: it skips the test when busybox-static
+// is not installed.
+func BusyboxImage(t testing.TB) v1.Image {
+	t.Helper()
+	if _, err := os.Stat(BusyboxPath); err != nil {
+		t.Skipf("no %s (Debian's busybox-static; scripts/install-deps.sh installs it)", BusyboxPath)
+	}
+	img, err := Busybox()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,46 +155,60 @@ type Registry struct {
 	cmd  *exec.Cmd
 }
 
-// StartRegistry runs Debian's docker-registry on a free loopback port with
-// its storage in a temporary directory, until the test ends. It skips the
-// test when the package is not installed.
+// NewRegistry runs Debian's docker-registry (binary bin) on a free
+// loopback port, with its configuration and storage in dir, and returns
+// once it answers. Stop ends it.
+func NewRegistry(bin, dir string) (*Registry, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := l.Addr().String()
+	l.Close()
+	cfg := fmt.Sprintf("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n", filepath.Join(dir, "data"), addr)
+	cfgPath := filepath.Join(dir, "config.yml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, "serve", cfgPath)
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("docker-registry: %w", err)
+	}
+	r := &Registry{Addr: addr, cmd: cmd}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/v2/")
+		if err == nil {
+			resp.Body.Close()
+			return r, nil
+		}
+		if time.Now().After(deadline) {
+			r.Stop()
+			return nil, fmt.Errorf("docker-registry on %s did not answer: %v", addr, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// StartRegistry is NewRegistry for tests: storage in a temporary
+// directory, stopped when the test ends, the test skipped when the package
+// is not installed.
 func StartRegistry(t testing.TB) *Registry {
 	t.Helper()
 	bin, err := exec.LookPath("docker-registry")
 	if err != nil {
 		t.Skipf("no docker-registry (Debian's docker-registry; scripts/install-deps.sh installs it)")
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	r, err := NewRegistry(bin, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
-	dir := t.TempDir()
-	cfg := fmt.Sprintf("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n", filepath.Join(dir, "data"), addr)
-	cfgPath := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "serve", cfgPath)
-	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	r := &Registry{Addr: addr, cmd: cmd}
 	t.Cleanup(r.Stop)
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/v2/")
-		if err == nil {
-			resp.Body.Close()
-			return r
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("docker-registry on %s did not answer: %v", addr, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return r
 }
 
 // Stop ends the registry; safe to call twice.
@@ -194,15 +219,25 @@ func (r *Registry) Stop() {
 	}
 }
 
-// Push writes img to the registry as repo:tag and returns the reference.
+// PushImage writes img to the registry as repo:tag and returns the
+// reference.
+func (r *Registry) PushImage(repoTag string, img v1.Image) (string, error) {
+	ref, err := name.ParseReference(r.Addr+"/"+repoTag, name.Insecure)
+	if err != nil {
+		return "", err
+	}
+	if err := remote.Write(ref, img); err != nil {
+		return "", fmt.Errorf("push %s: %w", ref, err)
+	}
+	return ref.String(), nil
+}
+
+// Push is PushImage for tests.
 func (r *Registry) Push(t testing.TB, repoTag string, img v1.Image) string {
 	t.Helper()
-	ref, err := name.ParseReference(r.Addr+"/"+repoTag, name.Insecure)
+	ref, err := r.PushImage(repoTag, img)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := remote.Write(ref, img); err != nil {
-		t.Fatalf("push %s: %v", ref, err)
-	}
-	return ref.String()
+	return ref
 }
