@@ -3,20 +3,32 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"skiff.dev/skiff/agent"
+	"skiff.dev/skiff/api"
 	"skiff.dev/skiff/client"
 )
 
 func tokenCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{Use: "token", Short: "create, list and revoke API tokens"}
 	var operator, controller, node, role string
+	var namespaces []string
 	create := &cobra.Command{
-		Use:   "create (--operator NAME [--role admin|edit|view] | --controller NAME | --node NAME)",
+		Use:   "create (--operator NAME [--role admin|view | --role edit [--namespace NS]...] | --controller NAME | --node NAME)",
 		Short: "issue a token; its secret is printed once and stored only hashed",
-		Args:  cobra.NoArgs,
+		Long: `Issue a token; its secret is printed once and stored only hashed.
+
+An operator token carries a role: admin (the default: everything, tokens
+included), edit (objects) or view (reading). --namespace, once or more,
+confines an edit token to those namespaces: it changes, deletes, rolls back,
+reads, logs and execs into namespaced objects there only, changes no
+cluster-scoped object (nodes, grants, controllers) and imports no images.
+Without --namespace, edit is cluster-wide.`,
+		Example: `  skiff token create --operator alice --role edit --namespace media --namespace web`,
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var ident string
 			n := 0
@@ -28,11 +40,14 @@ func tokenCmd(e *env) *cobra.Command {
 			if n != 1 {
 				return errors.New("give exactly one of --operator, --controller, --node")
 			}
+			if err := checkTokenNamespaces(operator, role, namespaces); err != nil {
+				return err
+			}
 			c, err := e.client()
 			if err != nil {
 				return err
 			}
-			tok, err := c.CreateToken(cmd.Context(), ident, role)
+			tok, err := c.CreateToken(cmd.Context(), ident, role, namespaces...)
 			if err != nil {
 				return err
 			}
@@ -57,6 +72,9 @@ func tokenCmd(e *env) *cobra.Command {
 	create.Flags().StringVar(&controller, "controller", "", "token for controller:NAME")
 	create.Flags().StringVar(&node, "node", "", "token for node:NAME, printed as the skiff agent command that joins it")
 	create.Flags().StringVar(&role, "role", "", "operator role: admin (default), edit or view")
+	// This shadows the global --namespace (-n), which names the namespace
+	// of objects, not of a token.
+	create.Flags().StringArrayVarP(&namespaces, "namespace", "n", nil, "confine an edit token to this namespace (repeat for more; default: cluster-wide)")
 
 	list := &cobra.Command{
 		Use:   "list",
@@ -71,9 +89,9 @@ func tokenCmd(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			t := newTable(e.stdout, "ID", "IDENTITY", "ROLE", "CREATED BY", "AGE")
+			t := newTable(e.stdout, "ID", "IDENTITY", "ROLE", "NAMESPACES", "CREATED BY", "AGE")
 			for _, tk := range toks {
-				t.row(tk.ID, tk.Identity, orDash(tk.Role), tk.CreatedBy, age(tk.Created))
+				t.row(tk.ID, tk.Identity, orDash(tk.Role), tokenScope(tk), tk.CreatedBy, age(tk.Created))
 			}
 			t.flush()
 			return nil
@@ -97,4 +115,39 @@ func tokenCmd(e *env) *cobra.Command {
 	}
 	cmd.AddCommand(create, list, revoke)
 	return cmd
+}
+
+// checkTokenNamespaces refuses --namespace where the server would, before
+// asking it: only an operator's edit role is confined to namespaces.
+func checkTokenNamespaces(operator, role string, namespaces []string) error {
+	if len(namespaces) == 0 {
+		return nil
+	}
+	if operator == "" {
+		return errors.New("--namespace confines only operator tokens (with --role edit); controllers and nodes do what their kind may")
+	}
+	if role != "edit" {
+		if role == "" {
+			role = "admin"
+		}
+		return fmt.Errorf("--namespace confines only the edit role; the %s role is cluster-wide (add --role edit)", role)
+	}
+	for _, ns := range namespaces {
+		if err := api.ValidateName(ns); err != nil {
+			return fmt.Errorf("--namespace %v", err)
+		}
+	}
+	return nil
+}
+
+// tokenScope is what skiff token list shows of where a token acts: an
+// operator's namespaces, or "all".
+func tokenScope(tk client.Token) string {
+	switch {
+	case len(tk.Namespaces) > 0:
+		return strings.Join(tk.Namespaces, ",")
+	case strings.HasPrefix(tk.Identity, "operator:"):
+		return "all"
+	}
+	return "-"
 }

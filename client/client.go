@@ -363,22 +363,29 @@ func (c *Client) Whoami(ctx context.Context) (identity, role string, err error) 
 }
 
 // CreateToken issues a token for an identity ("operator:alice") with an
-// optional role (operators only). The secret is returned once.
-func (c *Client) CreateToken(ctx context.Context, ident, role string) (string, error) {
+// optional role (operators only). Namespaces, if any, confine the edit role
+// to them; without any it is cluster-wide. The secret is returned once.
+func (c *Client) CreateToken(ctx context.Context, ident, role string, namespaces ...string) (string, error) {
 	var r struct {
 		Token string `json:"token"`
 	}
-	err := c.do(ctx, "POST", "/v1/tokens", map[string]string{"identity": ident, "role": role}, &r)
+	req := struct {
+		Identity   string   `json:"identity"`
+		Role       string   `json:"role"`
+		Namespaces []string `json:"namespaces,omitempty"`
+	}{ident, role, namespaces}
+	err := c.do(ctx, "POST", "/v1/tokens", req, &r)
 	return r.Token, err
 }
 
 // Token is a token as listed (never its secret).
 type Token struct {
-	ID        string    `json:"id"`
-	Identity  string    `json:"identity"`
-	Role      string    `json:"role,omitempty"`
-	Created   time.Time `json:"created"`
-	CreatedBy string    `json:"createdBy"`
+	ID         string    `json:"id"`
+	Identity   string    `json:"identity"`
+	Role       string    `json:"role,omitempty"`
+	Namespaces []string  `json:"namespaces,omitempty"` // an edit role confined to these; none: cluster-wide
+	Created    time.Time `json:"created"`
+	CreatedBy  string    `json:"createdBy"`
 }
 
 // ListTokens lists tokens (admin only).

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"slices"
 	"strings"
 
 	"skiff.dev/skiff/api"
@@ -12,20 +13,32 @@ import (
 //
 // By identity kind and role, what a request may attempt:
 //
-//	                   apply, delete, rollback        status   work   tokens
-//	operator admin     yes                            no       no     yes
-//	operator edit      yes                            no       no     no
-//	operator view      no                             no       no     no
-//	controller:NAME    its own Controller object      yes      yes    no
-//	node:NAME          its own Node object            yes      yes    no
+//	                   apply, delete, rollback        status   work   tokens   image imports
+//	operator admin     yes                            no       no     yes      yes
+//	operator edit      yes                            no       no     no       yes
+//	edit on NS...      namespaced objects in NS...    no       no     no       no
+//	operator view      no                             no       no     no       no
+//	controller:NAME    its own Controller object      yes      yes    no       no
+//	node:NAME          its own Node object            yes      yes    no       no
+//
+// "edit on NS..." is an edit token confined to namespaces (Token.Namespaces,
+// skiff token create --role edit --namespace NS): it writes, execs into and
+// reads logs of namespaced objects in those namespaces only, and writes no
+// cluster-scoped object (Node, Grant, Controller: a Grant would let it
+// weaken the sandbox of its own pods). An edit token without namespaces is
+// cluster-wide.
 //
 // Then by field ownership, what a write may change: every changed field
 // must belong to the writer (ownership.Registry.CheckWrite). Operators own
 // labels and spec; each status field has at most one controller owning it;
 // nodes write what the agent controller owns.
 //
-// Everyone authenticated may read; controllers see only the fields they
-// declared they read or own.
+// Everyone authenticated may read, except: controllers see only the fields
+// they declared they read or own; nodes read only their pods and Node
+// objects (nodeMayRead); an edit token confined to namespaces reads
+// namespaced objects only in them, and so lists and watches them one
+// namespace at a time, while it reads cluster-scoped objects (the Nodes its
+// pods run on, the Grants that admit them) like everyone (scopeMayRead).
 
 func identityOf(tok Token) identity.Identity {
 	kind, name, _ := strings.Cut(tok.Identity, ":")
@@ -46,7 +59,7 @@ func authorizeApply(tok Token, ref api.Ref) error {
 		if tok.Role == RoleView {
 			return forbidden("%s has the view role and may not change %s", tok.Identity, ref)
 		}
-		return nil
+		return scopeMayWrite(tok, ref, "change")
 	}
 	if selfRegistration(id, ref) {
 		return nil
@@ -65,6 +78,70 @@ func authorizeDelete(tok Token, ref api.Ref, verb string) error {
 	}
 	if tok.Role == RoleView {
 		return forbidden("%s has the view role and may not %s %s", tok.Identity, verb, ref)
+	}
+	return scopeMayWrite(tok, ref, verb)
+}
+
+// confinement says which namespaces tok is confined to, for errors:
+// "operator:alice is confined to namespaces media, web".
+func confinement(tok Token) string {
+	if len(tok.Namespaces) == 1 {
+		return tok.Identity + " is confined to namespace " + tok.Namespaces[0]
+	}
+	return tok.Identity + " is confined to namespaces " + strings.Join(tok.Namespaces, ", ")
+}
+
+// scopeMayWrite checks that an edit token confined to namespaces writes
+// (verb: change, delete, roll back) only namespaced objects in them.
+func scopeMayWrite(tok Token, ref api.Ref, verb string) error {
+	if len(tok.Namespaces) == 0 {
+		return nil
+	}
+	if k, err := api.LookupKind(ref.Kind); err == nil && !k.Namespaced {
+		return forbidden("%s and may not %s %s: it is cluster-scoped, which needs a cluster-wide edit or admin token", confinement(tok), verb, ref)
+	}
+	if !slices.Contains(tok.Namespaces, ref.Namespace) {
+		return forbidden("%s and may not %s %s/%s in namespace %s%s", confinement(tok), verb, strings.ToLower(ref.Kind), ref.Name, ref.Namespace, namespaceHint(tok, ref.Namespace))
+	}
+	return nil
+}
+
+// namespaceHint suggests one of tok's namespaces when a request names the
+// default one, which is what the CLI does without -n.
+func namespaceHint(tok Token, ns string) string {
+	if ns != api.DefaultNamespace {
+		return ""
+	}
+	return ": pass -n " + tok.Namespaces[0]
+}
+
+// scopeMayRead checks that an edit token confined to namespaces reaches
+// namespaced objects (to read, list, watch, or reach a pod's logs and exec)
+// only in them; ns "" means all namespaces, which a list or watch must
+// then narrow. Cluster-scoped kinds it reads like any operator.
+func scopeMayRead(tok Token, k api.KindInfo, ns string) error {
+	if len(tok.Namespaces) == 0 || !k.Namespaced {
+		return nil
+	}
+	if ns == "" {
+		return forbidden("%s and may not read %s in all namespaces: name one with -n %s", confinement(tok), k.Plural, tok.Namespaces[0])
+	}
+	if !slices.Contains(tok.Namespaces, ns) {
+		return forbidden("%s and may not reach %s in namespace %s%s", confinement(tok), k.Plural, ns, namespaceHint(tok, ns))
+	}
+	return nil
+}
+
+// authorizeImageImport checks who may import images onto a node. A node's
+// images serve the pods of every namespace (a pod whose registry is out of
+// reach runs the image imported under its name), so a token confined to
+// namespaces may not.
+func authorizeImageImport(tok Token) error {
+	if id := identityOf(tok); id.Kind != identity.Operator || tok.Role == RoleView {
+		return forbidden("%s may not import images: operators with the edit or admin role do", tok.Identity)
+	}
+	if len(tok.Namespaces) > 0 {
+		return forbidden("%s and may not import images: a node's images serve every namespace's pods, so that needs a cluster-wide edit or admin token", confinement(tok))
 	}
 	return nil
 }

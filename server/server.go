@@ -297,6 +297,9 @@ func (s *Server) objects(w http.ResponseWriter, r *http.Request, tok Token) erro
 	if err != nil {
 		return err
 	}
+	if err := scopeMayRead(tok, p.kind, p.ns); err != nil {
+		return err
+	}
 	if p.name == "" {
 		if r.Method != http.MethodGet {
 			return errMethod
@@ -662,8 +665,8 @@ func (s *Server) forgetNode(w http.ResponseWriter, r *http.Request, tok Token) e
 
 // importImage passes an image archive to a node's agent.
 func (s *Server) importImage(w http.ResponseWriter, r *http.Request, tok Token) error {
-	if id := identityOf(tok); id.Kind != identity.Operator || tok.Role == RoleView {
-		return forbidden("%s may not import images: operators with the edit or admin role do", tok.Identity)
+	if err := authorizeImageImport(tok); err != nil {
+		return err
 	}
 	node := r.PathValue("node")
 	h, err := s.nodeAPI(r.Context(), node)
@@ -741,6 +744,9 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, tok Token) error 
 	if err := nodeMayList(tok, k.Name); err != nil {
 		return err
 	}
+	if err := scopeMayRead(tok, k, ns); err != nil {
+		return err
+	}
 	fl, _ := w.(http.Flusher)
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(200)
@@ -771,8 +777,9 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, tok Token) error 
 
 // TokenRequest asks for a new token.
 type TokenRequest struct {
-	Identity string `json:"identity"`
-	Role     string `json:"role,omitempty"`
+	Identity   string   `json:"identity"`
+	Role       string   `json:"role,omitempty"`
+	Namespaces []string `json:"namespaces,omitempty"` // confine an edit role to these
 }
 
 // TokenResponse carries a new token's secret, shown once.
@@ -797,7 +804,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, tok Token) 
 	if err != nil {
 		return badRequest("%v", err)
 	}
-	secret, rec, err := s.tokens.Create(r.Context(), id, req.Role, tok.Identity)
+	secret, rec, err := s.tokens.Create(r.Context(), id, req.Role, tok.Identity, req.Namespaces...)
 	if err != nil {
 		return badRequest("%v", err)
 	}

@@ -10,29 +10,34 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"skiff.dev/skiff/api"
 	"skiff.dev/skiff/api/identity"
 )
 
 // Roles an operator token can carry.
 const (
 	RoleAdmin = "admin" // everything, including tokens
-	RoleEdit  = "edit"  // read and write objects
+	RoleEdit  = "edit"  // read and write objects, in some namespaces if Namespaces are given
 	RoleView  = "view"  // read only
 )
 
 // Token is a bearer credential as stored: only a hash of its secret is kept.
 type Token struct {
-	ID        string    `json:"id"`
-	Identity  string    `json:"identity"`
-	Role      string    `json:"role,omitempty"`
-	Hash      string    `json:"hash"`
-	Created   time.Time `json:"created"`
-	CreatedBy string    `json:"createdBy"`
+	ID       string `json:"id"`
+	Identity string `json:"identity"`
+	Role     string `json:"role,omitempty"`
+	// Namespaces confines an operator's edit role to these namespaces
+	// (sorted, no duplicates); empty means cluster-wide. See authz.go.
+	Namespaces []string  `json:"namespaces,omitempty"`
+	Hash       string    `json:"hash"`
+	Created    time.Time `json:"created"`
+	CreatedBy  string    `json:"createdBy"`
 }
 
 // Tokens keeps tokens in etcd under PREFIX/tokens/ID.
@@ -49,8 +54,9 @@ func NewTokens(kv *clientv3.Client, prefix string) *Tokens {
 }
 
 // Create issues a token for id and returns its secret form, which is shown
-// once and never stored: "skiff.ID.SECRET".
-func (t *Tokens) Create(ctx context.Context, id identity.Identity, role, by string) (string, Token, error) {
+// once and never stored: "skiff.ID.SECRET". Namespaces, if any, confine an
+// operator's edit role to them; without any, edit is cluster-wide.
+func (t *Tokens) Create(ctx context.Context, id identity.Identity, role, by string, namespaces ...string) (string, Token, error) {
 	if id.Kind == identity.Operator {
 		if role == "" {
 			role = RoleAdmin
@@ -61,10 +67,14 @@ func (t *Tokens) Create(ctx context.Context, id identity.Identity, role, by stri
 	} else if role != "" {
 		return "", Token{}, fmt.Errorf("only operator tokens carry a role; %s may do what its kind may", id)
 	}
+	ns, err := tokenNamespaces(id, role, namespaces)
+	if err != nil {
+		return "", Token{}, err
+	}
 	idb, secret := make([]byte, 6), make([]byte, 32)
 	rand.Read(idb)
 	rand.Read(secret)
-	tok := Token{ID: hex.EncodeToString(idb), Identity: id.String(), Role: role,
+	tok := Token{ID: hex.EncodeToString(idb), Identity: id.String(), Role: role, Namespaces: ns,
 		Created: time.Now().UTC(), CreatedBy: by}
 	sec := base64.RawURLEncoding.EncodeToString(secret)
 	tok.Hash = hash(sec)
@@ -73,6 +83,31 @@ func (t *Tokens) Create(ctx context.Context, id identity.Identity, role, by stri
 		return "", Token{}, fmt.Errorf("store token: %w", err)
 	}
 	return "skiff." + tok.ID + "." + sec, tok, nil
+}
+
+// tokenNamespaces validates the namespaces a token is confined to and
+// returns them sorted and without duplicates. Only the edit role is
+// confined: an admin manages tokens, so it could issue itself an unconfined
+// one and a namespace would promise a limit that does not hold; a view
+// token reads the whole cluster.
+func tokenNamespaces(id identity.Identity, role string, namespaces []string) ([]string, error) {
+	if len(namespaces) == 0 {
+		return nil, nil
+	}
+	if id.Kind != identity.Operator {
+		return nil, fmt.Errorf("only operator tokens with the edit role are confined to namespaces; %s may do what its kind may", id)
+	}
+	if role != RoleEdit {
+		return nil, fmt.Errorf("namespaces confine only the edit role; the %s role is cluster-wide", role)
+	}
+	for _, n := range namespaces {
+		if err := api.ValidateName(n); err != nil {
+			return nil, fmt.Errorf("namespace %v", err)
+		}
+	}
+	ns := slices.Clone(namespaces)
+	slices.Sort(ns)
+	return slices.Compact(ns), nil
 }
 
 func hash(secret string) string {
