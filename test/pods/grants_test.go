@@ -14,13 +14,16 @@ import (
 )
 
 // TestPrivilegesNeedGrantAndRequest checks the double opt-in: a pod gets a
-// host path only if it asks for it and an operator's Grant allows it.
+// host path (/srv/x, as in the issue) only if it asks for it and an
+// operator's Grant allows it.
 func TestPrivilegesNeedGrantAndRequest(t *testing.T) {
+	requireRoot(t)
+	// Made before the cluster, so that it is removed after the cluster and
+	// its pods are gone.
+	host, marker := hostDir(t, "/srv/x")
 	c, data, image := nodeCluster(t)
+	file := filepath.Join(host, marker)
 
-	host := filepath.Join(t.TempDir(), "srv-x")
-	os.MkdirAll(host, 0o755)
-	os.WriteFile(filepath.Join(host, "file"), []byte("from the host\n"), 0o644)
 	pod := func(name, privileges string) string {
 		m := "kind: Pod\nname: " + name + "\nspec:\n  containers:\n    - name: main\n      image: " + image +
 			"\n      command: [sleep, '600']\n"
@@ -53,20 +56,22 @@ func TestPrivilegesNeedGrantAndRequest(t *testing.T) {
 	// Granted, not requested: no such mount.
 	c.OK(pod("plain", ""), "apply", "-f", "-")
 	waitPod(t, c, "plain", "Running", running)
-	if out, code := execIn(t, c, "plain", "main", "cat", host+"/file"); code == 0 {
+	if out, code := execIn(t, c, "plain", "main", "cat", file); code == 0 {
 		t.Errorf("a pod that did not request the host path reads it: %q", out)
 	}
 
 	// Granted and requested (the first pod, retried): mounted read-only.
 	c.OK(pod("asks", `"hostPath:`+host+`:ro"`)+"  restart: always\n", "apply", "-f", "-")
 	waitPod(t, c, "asks", "Running", running)
-	if out, code := execIn(t, c, "asks", "main", "cat", host+"/file"); code != 0 || out != "from the host\n" {
+	if out, code := execIn(t, c, "asks", "main", "cat", file); code != 0 || out != "from the host\n" {
 		t.Errorf("reading the granted host path: %q, exit %d", out, code)
 	}
-	if _, code := execIn(t, c, "asks", "main", "touch", host+"/new"); code == 0 {
+	written := file + "-written"
+	t.Cleanup(func() { os.Remove(written) })
+	if _, code := execIn(t, c, "asks", "main", "touch", written); code == 0 {
 		t.Errorf("a read-only host path is writable")
 	}
-	if _, err := os.Stat(filepath.Join(host, "new")); err == nil {
+	if _, err := os.Stat(written); err == nil {
 		t.Errorf("the container wrote into the host directory")
 	}
 
@@ -150,6 +155,39 @@ func TestHostUser(t *testing.T) {
 	}
 	c.OK("", "delete", "pod/hu")
 	c.Stop()
+}
+
+// hostDir makes dir on the host, with its missing parents, and puts a marker
+// file reading "from the host" in it, named uniquely so that a directory
+// that was already there is left as it was. Cleanup removes the marker and
+// whatever of dir and its parents the test made, even if it fails.
+func hostDir(t *testing.T, dir string) (string, string) {
+	t.Helper()
+	var made []string // outermost first
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil {
+			break
+		} else if !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		made = append([]string{d}, made...)
+	}
+	marker := fmt.Sprintf("skiff-test-%d", os.Getpid())
+	t.Cleanup(func() {
+		os.Remove(filepath.Join(dir, marker))
+		for i := len(made) - 1; i >= 0; i-- {
+			if err := os.Remove(made[i]); err != nil {
+				t.Errorf("removing %s, which the test made: %v", made[i], err)
+			}
+		}
+	})
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, marker), []byte("from the host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir, marker
 }
 
 // nodeCluster starts a registry holding the busybox test image and skiff up
