@@ -7,8 +7,9 @@ BIN := bin/skiff
 DATA ?= /var/lib/skiff
 LISTEN ?= 127.0.0.1:7443
 TEST_TIMEOUT ?= 25m
+NODES ?= 3
 
-.PHONY: all deps build install up test test-short bench vet fmt clean
+.PHONY: all deps build install up cluster test test-short bench vet fmt clean
 
 all: build
 
@@ -25,6 +26,11 @@ install: build
 
 up: install
 	$(BIN) up --data $(DATA) --listen $(LISTEN)
+
+# A multi-node cluster on this machine, one network namespace per node
+# (see lab/doc.go); Ctrl-C removes everything it made.
+cluster: build
+	$(BIN) dev cluster --nodes $(NODES)
 
 vet: deps
 	$(GO) vet ./...
