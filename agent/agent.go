@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	goruntime "runtime"
@@ -54,6 +55,12 @@ type Options struct {
 	Runtime Runtime
 	Labels  map[string]string
 	Address string // underlay address reported in status
+	// Network programs pod networking (veths, routes, egress); nil runs
+	// pods with only a loopback device.
+	Network Network
+	// EgressRange is the IPv4 range pods' egress addresses come from;
+	// default DefaultEgressRange.
+	EgressRange netip.Prefix
 	// Heartbeat is how often the node reports; default 10s.
 	Heartbeat time.Duration
 	Log       *slog.Logger
@@ -64,13 +71,15 @@ type Agent struct {
 	o      Options
 	st     *state
 	rt     Runtime
+	net    Network // nil: no pod networking
 	images Images
 	c      *client.Client
 	log    *slog.Logger
 
 	grantsChecked time.Time // used by the supervision loop only
 
-	apiURL atomic.Value // string: where the node's API is served, reported in status
+	apiURL atomic.Value  // string: where the node's API is served, reported in status
+	beat   chan struct{} // asks for a heartbeat now
 
 	mu      sync.Mutex             // guards podLock and allocation
 	podLock map[string]*sync.Mutex // one per pod: steps and supervision of a pod never overlap
@@ -83,6 +92,9 @@ func New(o Options) (*Agent, error) {
 	}
 	if err := api.ValidateName(o.Name); err != nil {
 		return nil, fmt.Errorf("agent: node name %w", err)
+	}
+	if !o.EgressRange.IsValid() {
+		o.EgressRange = DefaultEgressRange
 	}
 	if o.Heartbeat == 0 {
 		o.Heartbeat = 10 * time.Second
@@ -102,12 +114,20 @@ func New(o Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Agent{o: o, st: st, rt: o.Runtime, images: o.Images, c: o.Client, log: o.Log.With("node", o.Name),
-		podLock: map[string]*sync.Mutex{}}, nil
+	return &Agent{o: o, st: st, rt: o.Runtime, net: o.Network, images: o.Images, c: o.Client, log: o.Log.With("node", o.Name),
+		podLock: map[string]*sync.Mutex{}, beat: make(chan struct{}, 1)}, nil
 }
 
-// SetAPIURL sets where the node serves its API (status.agentURL).
-func (a *Agent) SetAPIURL(u string) { a.apiURL.Store(u) }
+// SetAPIURL sets where the node serves its API (status.agentURL), and
+// reports it at once: until then the servers cannot reach the node for
+// logs and exec.
+func (a *Agent) SetAPIURL(u string) {
+	a.apiURL.Store(u)
+	select {
+	case a.beat <- struct{}{}:
+	default:
+	}
+}
 
 // Close releases the state file.
 func (a *Agent) Close() error { return a.st.close() }
@@ -128,11 +148,14 @@ func (a *Agent) lockPod(ns, name string) func() {
 // pod it knows, and catches up when the server answers.
 func (a *Agent) Run(ctx context.Context) error {
 	// First bring back what this node ran: after a restart containers are
-	// re-adopted; after a cold boot they are started again.
+	// re-adopted; after a cold boot they are started again, after the
+	// node's network.
+	a.prepareNode()
 	a.supervise(ctx)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	wg.Add(3)
+	wg.Add(4)
+	go func() { defer wg.Done(); a.routeLoop(ctx) }()
 	go func() { defer wg.Done(); a.heartbeatLoop(ctx) }()
 	go func() { defer wg.Done(); a.workLoop(ctx) }()
 	go func() {
@@ -167,6 +190,7 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-a.beat:
 		case <-time.After(a.o.Heartbeat):
 		}
 	}
@@ -262,32 +286,56 @@ func (a *Agent) do(ctx context.Context, it *workflow.WorkItem) {
 	}
 }
 
+// decodePodSpec decodes the pod spec of a work item.
+func decodePodSpec(it *workflow.WorkItem) (*api.PodSpec, error) {
+	spec, _ := it.Object["spec"].(map[string]any)
+	k, _ := api.LookupKind("Pod")
+	typed, err := k.DecodeSpec(spec)
+	if err != nil {
+		return nil, fmt.Errorf("pod spec: %w", err)
+	}
+	return typed.(*api.PodSpec), nil
+}
+
+// record returns the pod's record, making one (with a user namespace
+// range of its own) for a pod new to this node.
+func (a *Agent) record(it *workflow.WorkItem) (*podRecord, error) {
+	p, err := a.st.get(it.Namespace, it.Name)
+	if err != nil || p != nil {
+		return p, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	base, err := a.st.allocIDs()
+	if err != nil {
+		return nil, err
+	}
+	p = &podRecord{Namespace: it.Namespace, Name: it.Name, IDBase: base}
+	return p, a.st.put(p)
+}
+
 func (a *Agent) step(ctx context.Context, it *workflow.WorkItem) (map[string]any, error) {
+	if it.Kind == "Node" {
+		return a.nodeStep(ctx, it)
+	}
 	switch it.Step {
+	case "netup":
+		return nil, a.netup(it)
+	case "netdown":
+		return nil, a.netdown(it)
 	case "start":
-		spec, _ := it.Object["spec"].(map[string]any)
-		k, _ := api.LookupKind("Pod")
-		typed, err := k.DecodeSpec(spec)
-		if err != nil {
-			return nil, fmt.Errorf("pod spec: %w", err)
-		}
-		p, err := a.st.get(it.Namespace, it.Name)
+		typed, err := decodePodSpec(it)
 		if err != nil {
 			return nil, err
 		}
-		if p == nil {
-			a.mu.Lock()
-			base, err := a.st.allocIDs()
-			if err == nil {
-				p = &podRecord{Namespace: it.Namespace, Name: it.Name, IDBase: base}
-				err = a.st.put(p)
-			}
-			a.mu.Unlock()
-			if err != nil {
-				return nil, err
-			}
+		p, err := a.record(it)
+		if err != nil {
+			return nil, err
 		}
-		p.Spec, p.Generation = *typed.(*api.PodSpec), it.Generation
+		if st, _ := it.Object["status"].(map[string]any); str(st["ip"]) != "" {
+			p.IP = str(st["ip"])
+		}
+		p.Spec, p.Generation = *typed, it.Generation
 		p.pin()
 		if err := a.st.put(p); err != nil {
 			return nil, err

@@ -38,11 +38,18 @@ func (a *Agent) podNetNS(p *podRecord) (string, error) {
 	if p.Spec.Has("hostNetwork") {
 		return fmt.Sprintf("/proc/%d/ns/net", os.Getpid()), nil
 	}
-	return a.rt.CreatePodNetNS(podNetName(p), runtime.IDRange{HostID: p.IDBase, Size: idRangeSize})
+	ns, err := a.rt.CreatePodNetNS(podNetName(p), runtime.IDRange{HostID: p.IDBase, Size: idRangeSize})
+	if err != nil {
+		return "", err
+	}
+	// After a reboot the namespace is new and needs its veth again.
+	return ns, a.setupPodNetwork(p, ns)
 }
 
 // podNetName names a pod's network namespace in the runtime.
-func podNetName(p *podRecord) string { return p.Namespace + "_" + p.Name }
+func podNetName(p *podRecord) string { return netName(p.Namespace, p.Name) }
+
+func netName(ns, name string) string { return ns + "_" + name }
 
 // configHash identifies the configuration a container runs with (its own
 // and the pod's privileges); a change restarts the container in place.

@@ -29,6 +29,8 @@ type podRecord struct {
 	// IDBase is the first host ID of the pod's user namespace range.
 	IDBase uint32 `json:"idBase"`
 	NetNS  string `json:"netns"`
+	// IP is the pod's IPv6 address (status.ip), kept for cold boots.
+	IP string `json:"ip,omitempty"`
 	// Containers by name.
 	Containers map[string]*containerRecord `json:"containers"`
 	// Status is the newest status computed, Uploaded whether the server

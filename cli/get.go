@@ -152,7 +152,7 @@ func columnsFor(kind string) []column {
 		return []column{
 			{title: "PHASE", value: func(o *api.Object) string { return str(o.Status, "phase") }},
 			{title: "NODE", value: func(o *api.Object) string { return str(o.Status, "node") }},
-			{title: "IP", wide: true, value: func(o *api.Object) string { return str(o.Status, "ip") }},
+			{title: "IP", value: func(o *api.Object) string { return str(o.Status, "ip") }},
 			{title: "IMAGES", wide: true, value: func(o *api.Object) string {
 				var imgs []string
 				if cs, ok := o.Spec["containers"].([]any); ok {
@@ -168,7 +168,9 @@ func columnsFor(kind string) []column {
 	case "Node":
 		return []column{
 			{title: "STATE", value: func(o *api.Object) string { return str(o.Status, "state") }},
+			{title: "NETWORK", value: func(o *api.Object) string { return str(o.Status, "network") }},
 			{title: "ADDRESS", value: func(o *api.Object) string { return str(o.Status, "address") }},
+			{title: "POD-PREFIX", wide: true, value: func(o *api.Object) string { return str(o.Status, "podPrefix") }},
 		}
 	case "Grant":
 		return []column{

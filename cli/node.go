@@ -44,6 +44,7 @@ prints the command to run.`,
 	cmd.Flags().StringVar(&o.Name, "name", "", "node name (default: the one the token is for; kept)")
 	cmd.Flags().StringVar(&o.Listen, "listen", ":7444", "where the node serves its API (logs, exec, image imports) to the servers; empty for none")
 	cmd.Flags().StringVar(&o.Address, "address", "", "this node's underlay address, reported in its status (kept)")
+	cmd.Flags().StringVar(&o.EgressRange, "egress-range", "", "IPv4 range of pods' egress addresses, masqueraded on the way out (default 10.127.0.0/16; kept)")
 	cmd.Flags().StringArrayVar(&labels, "label", nil, "node label KEY=VALUE; repeatable (kept)")
 	cmd.Flags().StringSliceVar(&o.InsecureRegistries, "insecure-registry", nil, "registries (HOST:PORT) to reach over plain HTTP (kept)")
 	return cmd

@@ -50,17 +50,20 @@ written to DIR/config and, unless one for another cluster exists, to
 	}
 	cmd.Flags().StringVar(&o.DataDir, "data", defaultDataDir(), "data directory")
 	cmd.Flags().StringVar(&o.Listen, "listen", daemon.DefaultListen, "API address (HOST:PORT)")
-	builtinsFlag(cmd, &o)
+	clusterFlags(cmd, &o)
 	cmd.Flags().BoolVar(&withAgent, "agent", true, "also run a node agent for this machine (needs root)")
 	cmd.Flags().StringVar(&ao.Name, "node-name", "", "this machine's node name (default: the host name)")
 	cmd.Flags().StringSliceVar(&ao.InsecureRegistries, "insecure-registry", nil, "registries (HOST:PORT) the agent reaches over plain HTTP")
 	return cmd
 }
 
-// builtinsFlag adds --builtin-controllers.
-func builtinsFlag(cmd *cobra.Command, o *daemon.Options) {
+// clusterFlags adds the flags of every server: --builtin-controllers and
+// --pod-prefix.
+func clusterFlags(cmd *cobra.Command, o *daemon.Options) {
 	cmd.Flags().StringSliceVar(&o.Builtins, "builtin-controllers", server.DefaultBuiltins,
-		"built-in controllers to run: admission, scheduler, agent (a workflow lab can run admission alone)")
+		"built-in controllers to run: admission, scheduler, ipam, agent (a workflow lab can run admission alone)")
+	cmd.Flags().StringVar(&o.PodPrefix, "pod-prefix", "",
+		"the cluster's IPv6 pod prefix, a ULA or global /56 or larger, fixed at the first start (default: a random ULA /48)")
 }
 
 func serverCmd(e *env) *cobra.Command {
@@ -80,7 +83,7 @@ func serverCmd(e *env) *cobra.Command {
 	cmd.Flags().StringVar(&o.DataDir, "data", defaultDataDir(), "data directory")
 	cmd.Flags().StringVar(&o.Listen, "listen", daemon.DefaultListen, "API address (HOST:PORT)")
 	cmd.Flags().StringVar(&endpoints, "etcd-endpoints", "", "comma-separated external etcd client URLs instead of the embedded member")
-	builtinsFlag(cmd, &o)
+	clusterFlags(cmd, &o)
 	return cmd
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +15,7 @@ import (
 
 	"skiff.dev/skiff/agent"
 	"skiff.dev/skiff/agent/image"
+	"skiff.dev/skiff/agent/netns"
 	"skiff.dev/skiff/agent/runtime"
 	"skiff.dev/skiff/client"
 )
@@ -27,11 +29,14 @@ type AgentOptions struct {
 	// Client reaches the API as node:NAME. When nil, the agent joins:
 	// Server, Token and CAHash (from `skiff token create --node`) are used
 	// once, and what they give is kept in DataDir/config.
-	Client             *client.Client
-	Server, Token      string
-	CAHash             string
-	Labels             map[string]string
-	Address            string
+	Client        *client.Client
+	Server, Token string
+	CAHash        string
+	Labels        map[string]string
+	Address       string
+	// EgressRange is the IPv4 range of pods' egress addresses; default
+	// agent.DefaultEgressRange.
+	EgressRange        string
 	InsecureRegistries []string
 	Log                *slog.Logger
 	// Attach, when set, is given the agent's API handler (logs, exec).
@@ -118,8 +123,23 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
+	var egress netip.Prefix
+	if o.EgressRange != "" {
+		if egress, err = netip.ParsePrefix(o.EgressRange); err != nil || !egress.Addr().Is4() || egress.Bits() > 20 || egress.Masked() != egress {
+			return fmt.Errorf("agent: --egress-range %q: want an IPv4 prefix of /20 or larger with its host bits zero, e.g. 10.127.0.0/16", o.EgressRange)
+		}
+	}
+	underlay := o.Address
+	if underlay == "" {
+		underlay = agent.UnderlayAddress()
+	}
+	pods, err := netns.Open("")
+	if err != nil {
+		return fmt.Errorf("agent: pod networking: %w", err)
+	}
+	defer pods.Close()
 	a, err := agent.New(agent.Options{Name: o.Name, DataDir: o.DataDir, Client: c, Runtime: rt,
-		Images: imageStore{imgs}, Labels: o.Labels, Address: o.Address, Log: o.Log})
+		Images: imageStore{imgs}, Labels: o.Labels, Address: underlay, Network: pods, EgressRange: egress, Log: o.Log})
 	if err != nil {
 		return err
 	}
@@ -212,6 +232,7 @@ type agentSettings struct {
 	Name               string            `json:"name"`
 	Labels             map[string]string `json:"labels,omitempty"`
 	Address            string            `json:"address,omitempty"`
+	EgressRange        string            `json:"egressRange,omitempty"`
 	InsecureRegistries []string          `json:"insecureRegistries,omitempty"`
 }
 
@@ -243,6 +264,9 @@ func keptSettings(o *AgentOptions) error {
 	if o.Address == "" {
 		o.Address = k.Address
 	}
+	if o.EgressRange == "" {
+		o.EgressRange = k.EgressRange
+	}
 	if len(o.InsecureRegistries) == 0 {
 		o.InsecureRegistries = k.InsecureRegistries
 	}
@@ -251,7 +275,7 @@ func keptSettings(o *AgentOptions) error {
 
 // keepSettings writes o's settings to DataDir/agent.json, atomically.
 func keepSettings(o AgentOptions) error {
-	b, err := json.MarshalIndent(agentSettings{Name: o.Name, Labels: o.Labels, Address: o.Address,
+	b, err := json.MarshalIndent(agentSettings{Name: o.Name, Labels: o.Labels, Address: o.Address, EgressRange: o.EgressRange,
 		InsecureRegistries: o.InsecureRegistries}, "", "  ")
 	if err != nil {
 		return err

@@ -47,6 +47,10 @@ type Options struct {
 	// Agent, when set, also runs a node agent in this process (skiff up),
 	// with its data in DataDir/agent.
 	Agent *AgentOptions
+	// PodPrefix is the cluster's IPv6 pod prefix, used when the cluster
+	// is first started; "" picks a random ULA /48. Later starts may omit
+	// it or repeat it, not change it.
+	PodPrefix string
 	// Builtins names the built-in controllers to run; nil means
 	// server.DefaultBuiltins (admission, scheduler, agent).
 	Builtins []string
@@ -100,6 +104,9 @@ func Run(ctx context.Context, o Options) error {
 		kv = e.Client
 	}
 
+	if _, err := server.EnsureNetwork(ctx, kv, prefix, o.PodPrefix); err != nil {
+		return err
+	}
 	ca, err := server.EnsureCA(ctx, kv, prefix)
 	if err != nil {
 		return err

@@ -10,7 +10,8 @@ APT_PACKAGES=(ca-certificates git
 	busybox-static  # agent/image tests: builds a test image from /bin/busybox
 	docker-registry # agent/image tests: a real OCI registry on loopback
 	runc            # agent/runtime: runs containers (and its tests)
-	iproute2        # agent/runtime tests: ip netns for a shared pod network namespace
+	iproute2        # tests: ip netns, ip route to inspect what the agent programmed
+	nftables        # tests and operators: nft list table ip skiff (the agent itself uses netlink)
 )
 
 log() { echo "install-deps: $*" >&2; }

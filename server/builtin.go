@@ -26,21 +26,47 @@ var builtinRegistrations = map[string]workflow.Registration{
 		Steps: []api.Step{{Name: "schedule", Kind: "Pod", Phase: workflow.Up, Where: "cluster",
 			After: []string{"admitted"}, Requires: []string{"admitted"}, Before: []string{"scheduled"}, RequiredBy: []string{"scheduled"}, Timeout: "30s"}},
 	}},
-	"agent": {Name: "agent", Builtin: true, Spec: api.ControllerSpec{
-		Owns:  []api.FieldRef{"Pod:status.phase", "Pod:status.containers", "Pod:status.message", "Node:status"},
-		Reads: []api.FieldRef{"Pod:spec.containers", "Pod:spec.restart", "Pod:spec.privileges", "Pod:status.node"},
+	"ipam": {Name: "ipam", Builtin: true, Spec: api.ControllerSpec{
+		Owns:  []api.FieldRef{"Node:status.podPrefix", "Pod:status.ip"},
+		Reads: []api.FieldRef{"Pod:status.node", "Pod:spec.privileges"},
 		Steps: []api.Step{
+			{Name: "subnet", Kind: "Node", Phase: workflow.Up, Where: "cluster",
+				Before: []string{"addressed"}, RequiredBy: []string{"addressed"}, Timeout: "30s"},
+			{Name: "address", Kind: "Pod", Phase: workflow.Up, Where: "cluster",
+				After: []string{"scheduled"}, Requires: []string{"scheduled"}, Before: []string{"network"}, RequiredBy: []string{"network"}, Timeout: "30s"},
+		},
+	}},
+	"agent": {Name: "agent", Builtin: true, Spec: api.ControllerSpec{
+		Owns: []api.FieldRef{"Pod:status.phase", "Pod:status.containers", "Pod:status.message",
+			"Node:status.state", "Node:status.heartbeat", "Node:status.address", "Node:status.capacity",
+			"Node:status.pods", "Node:status.agentURL", "Node:status.network"},
+		Reads: []api.FieldRef{"Pod:spec.containers", "Pod:spec.restart", "Pod:spec.privileges", "Pod:status.node", "Pod:status.ip",
+			"Node:status.podPrefix"},
+		Steps: []api.Step{
+			// A pod's network: its namespace, veth, addresses and routes.
+			{Name: "netup", Kind: "Pod", Phase: workflow.Up, Where: "node",
+				After: []string{"scheduled", "address"}, Requires: []string{"scheduled"}, Before: []string{"network"}, RequiredBy: []string{"network"},
+				Timeout: "1m", Retry: 2},
 			{Name: "start", Kind: "Pod", Phase: workflow.Up, Where: "node",
 				After: []string{"storage", "network"}, Requires: []string{"storage", "network"}, Before: []string{"started"}, RequiredBy: []string{"started"},
 				Timeout: "10m", Retry: 2},
 			{Name: "stop", Kind: "Pod", Phase: workflow.Down, Where: "node",
 				After: []string{"stopping"}, Before: []string{"stopped"}, RequiredBy: []string{"stopped"}, Timeout: "5m"},
+			{Name: "netdown", Kind: "Pod", Phase: workflow.Down, Where: "node",
+				After: []string{"stop"}, Before: []string{"stopped"}, RequiredBy: []string{"stopped"}, Timeout: "1m"},
+			// A node's readiness: what its pods' traffic needs.
+			{Name: "forwarding", Kind: "Node", Phase: workflow.Up, Where: "node",
+				After: []string{"addressed"}, Requires: []string{"addressed"}, Before: []string{"ready"}, RequiredBy: []string{"ready"}, Timeout: "1m", Retry: 2},
+			{Name: "egress", Kind: "Node", Phase: workflow.Up, Where: "node",
+				After: []string{"addressed"}, Requires: []string{"addressed"}, Before: []string{"ready"}, RequiredBy: []string{"ready"}, Timeout: "1m", Retry: 2},
+			{Name: "routes", Kind: "Node", Phase: workflow.Up, Where: "node",
+				After: []string{"addressed", "forwarding"}, Requires: []string{"addressed"}, Before: []string{"ready"}, RequiredBy: []string{"ready"}, Timeout: "1m", Retry: 2},
 		},
 	}},
 }
 
 // DefaultBuiltins are the built-in controllers a server runs by default.
-var DefaultBuiltins = []string{"admission", "scheduler", "agent"}
+var DefaultBuiltins = []string{"admission", "scheduler", "ipam", "agent"}
 
 // Builtins returns the registrations of the named built-in controllers.
 func Builtins(names []string) ([]workflow.Registration, error) {
@@ -48,7 +74,7 @@ func Builtins(names []string) ([]workflow.Registration, error) {
 	for _, n := range names {
 		r, ok := builtinRegistrations[n]
 		if !ok {
-			return nil, fmt.Errorf("no built-in controller %q (known: admission, scheduler, agent)", n)
+			return nil, fmt.Errorf("no built-in controller %q (known: admission, scheduler, ipam, agent)", n)
 		}
 		regs = append(regs, r)
 	}
@@ -127,9 +153,13 @@ func (o *Orchestrator) nodeSnapshot(ctx context.Context, self api.Ref) ([]schedu
 		cpu, _ := capacity["cpuMilli"].(float64)
 		mem, _ := capacity["memoryBytes"].(float64)
 		sn.CPUMilli, sn.MemoryBytes = int64(cpu), int64(mem)
+		sn.NotReady = "no recent heartbeat"
 		if hb, ok := n.Status["heartbeat"].(string); ok {
 			if t, err := time.Parse(time.RFC3339Nano, hb); err == nil && time.Since(t) < scheduler.HeartbeatTimeout {
-				sn.Ready = true
+				// Heard from lately; ready once its readiness run
+				// programmed its network.
+				sn.Ready = n.Status["network"] == "ready"
+				sn.NotReady = "network not ready (skiff why node/NAME)"
 			}
 		}
 		u := used[n.Name]

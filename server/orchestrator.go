@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sort"
 	"strings"
 	"sync"
@@ -39,6 +40,10 @@ type Orchestrator struct {
 
 	builtins []workflow.Registration
 
+	addrs   addressBook  // addresses the ipam steps handed out lately
+	netMu   sync.Mutex   // guards network
+	network netip.Prefix // the cluster's pod prefix, once read
+
 	mu       sync.RWMutex
 	compiled *workflow.Compiled // guarded by mu
 }
@@ -58,7 +63,7 @@ func NewOrchestrator(st *store.Store, kv *clientv3.Client, prefix string, log *s
 	o.Local = &workflow.Local{Fallback: o.Queue}
 	o.Engine = workflow.NewEngine(workflow.Options{Objects: o, Dispatcher: o.Local, Recorder: o.rec})
 	o.Local.Engine = o.Engine
-	handlers := map[string]workflow.Handler{"admission": o.admit, "scheduler": o.schedule}
+	handlers := map[string]workflow.Handler{"admission": o.admit, "scheduler": o.schedule, "ipam": o.ipam}
 	for _, r := range regs {
 		if h := handlers[r.Name]; h != nil {
 			o.Local.Handle(r.Name, h)
@@ -302,7 +307,18 @@ func (o *Orchestrator) Run(ctx context.Context) {
 				})
 			}
 		}
-		o.follow(ctx, "Node", func(store.Event) { retry() }, func([]api.Object) { retry() }, wg.Done)
+		// Nodes have workflows of their own (readiness).
+		o.follow(ctx, "Node", func(ev store.Event) {
+			if ev.Type == store.Deleted {
+				o.Engine.Forget(toRef(ev.Object.Ref()))
+			} else {
+				o.Engine.Submit(toObject(ev.Object))
+			}
+			retry()
+		}, func(objs []api.Object) {
+			o.submitAll(ctx, objs)
+			retry()
+		}, wg.Done)
 	}()
 	// And whatever else failed (an image that would not pull, a registry
 	// away) is tried again every minute, like a backoff that never gives up;
@@ -317,6 +333,7 @@ func (o *Orchestrator) Run(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			case <-t.C:
+				o.Engine.RetryFailed("Node")
 				o.Engine.RetryFailed("Pod")
 			}
 		}
@@ -340,14 +357,18 @@ func (o *Orchestrator) Run(ctx context.Context) {
 			return
 		}
 		o.Engine.Submit(toObject(ev.Object))
-	}, func(objs []api.Object) {
-		for _, obj := range objs {
-			if runs, err := o.rec.load(ctx, obj.Ref()); err == nil && len(runs) > 0 {
-				o.Engine.Seed(toRef(obj.Ref()), runs)
-			}
-			o.Engine.Submit(toObject(obj))
+	}, func(objs []api.Object) { o.submitAll(ctx, objs) }, func() {})
+}
+
+// submitAll gives the engine a listed kind, with the runs recorded for
+// each object, so steps that succeeded before are not repeated.
+func (o *Orchestrator) submitAll(ctx context.Context, objs []api.Object) {
+	for _, obj := range objs {
+		if runs, err := o.rec.load(ctx, obj.Ref()); err == nil && len(runs) > 0 {
+			o.Engine.Seed(toRef(obj.Ref()), runs)
 		}
-	}, func() {})
+		o.Engine.Submit(toObject(obj))
+	}
 }
 
 // follow lists a kind, then watches it, listing again when the watch

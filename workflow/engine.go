@@ -293,7 +293,7 @@ func (e *Engine) Forget(ref Ref) {
 }
 
 func (e *Engine) newRunLocked(st *objState, g *Graph, phase string) (*run, error) {
-	goal := Goal(phase)
+	goal := Goal(g.Kind, phase)
 	units, optional, err := g.Transaction(goal)
 	if err != nil {
 		return nil, err
@@ -459,7 +459,7 @@ func (e *Engine) startStepLocked(r *run, sr *StepRecord) []func() {
 		return nil
 	}
 	r.hash[sr.Name] = h
-	if s.Where == "node" && nodeOf(r.state.obj.Body) == "" {
+	if s.Where == "node" && nodeOf(r.state.obj) == "" {
 		// A node step needs the object's node. Going down, an object that
 		// never had one has nothing to undo there.
 		t := e.o.Now()
@@ -474,9 +474,13 @@ func (e *Engine) startStepLocked(r *run, sr *StepRecord) []func() {
 	return e.dispatchLocked(r, sr, s)
 }
 
-// nodeOf returns status.node of a body.
-func nodeOf(body map[string]any) string {
-	st, _ := body["status"].(map[string]any)
+// nodeOf returns the node an object's node steps run on: a node's own
+// steps run on it, others' on their status.node.
+func nodeOf(obj Object) string {
+	if obj.Kind == "Node" {
+		return obj.Name
+	}
+	st, _ := obj.Body["status"].(map[string]any)
 	n, _ := st["node"].(string)
 	return n
 }
@@ -494,7 +498,7 @@ func (e *Engine) dispatchLocked(r *run, sr *StepRecord, s *Step) []func() {
 		Object: obj.Body,
 	}
 	if s.Where == "node" {
-		item.Node = nodeOf(obj.Body)
+		item.Node = nodeOf(obj)
 	}
 	a := &attempt{item: item, run: r, unit: sr.Name}
 	e.items[item.ID] = a

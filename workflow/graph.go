@@ -67,9 +67,26 @@ func PodTargets() []Target {
 	}
 }
 
-// Goal returns the goal target of a phase: the built-in last target.
-func Goal(phase string) string {
-	if phase == Down {
+// NodeTargets are the built-in targets of nodes:
+//
+//	up: addressed → ready
+//
+// A node is addressed once it has its pods' /64 and ready once its
+// network is programmed (forwarding, egress, routes to the other nodes).
+// Nodes have no down phase: forgetting one deletes it at once.
+func NodeTargets() []Target {
+	return []Target{
+		{Name: "addressed", Kind: "Node", Phase: Up},
+		{Name: "ready", Kind: "Node", Phase: Up, After: []string{"addressed"}, Requires: []string{"addressed"}},
+	}
+}
+
+// Goal returns the goal target of a kind's phase: its built-in last target.
+func Goal(kind, phase string) string {
+	switch {
+	case kind == "Node":
+		return "ready"
+	case phase == Down:
 		return "stopped"
 	}
 	return "running"
@@ -238,7 +255,7 @@ func (g *Graph) nearestTarget(u *unit) string {
 			return b
 		}
 	}
-	return Goal(g.Phase)
+	return Goal(g.Kind, g.Phase)
 }
 
 func (g *Graph) suggest(name string) string {

@@ -27,7 +27,7 @@ type Compiled struct {
 }
 
 // Targets are the built-in targets of every kind that has workflows.
-func Targets() []Target { return PodTargets() }
+func Targets() []Target { return append(PodTargets(), NodeTargets()...) }
 
 // Compile verifies registrations together, like `systemd-analyze verify`,
 // and returns every problem at once, each naming the steps and fields
@@ -70,8 +70,10 @@ func Compile(regs []Registration) (*Compiled, error) {
 	}
 	var graphs []*Graph
 	kinds := map[string]bool{}
+	phases := map[string]bool{} // kind/phase pairs with targets
 	for _, t := range Targets() {
 		kinds[t.Kind] = true
+		phases[t.Kind+"/"+t.Phase] = true
 	}
 	for _, s := range steps {
 		if !kinds[s.Kind] {
@@ -80,6 +82,9 @@ func Compile(regs []Registration) (*Compiled, error) {
 	}
 	for _, kind := range sortedSet(kinds) {
 		for _, phase := range []string{Up, Down} {
+			if !phases[kind+"/"+phase] {
+				continue
+			}
 			g, err := BuildGraph(kind, phase, Targets(), steps)
 			if err != nil {
 				var ve *VerifyError

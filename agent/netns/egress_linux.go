@@ -3,6 +3,7 @@ package netns
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -19,19 +20,16 @@ const (
 	ipv4Forwarding = "net/ipv4/ip_forward"
 )
 
-// EnsureNode sets up the node level: IPv6 and IPv4 forwarding on, and
-// table ip skiff with one nat chain masquerading traffic from the egress
-// range to destinations outside it. The table's content is replaced in one
-// nftables transaction, so running it again changes nothing and nothing
-// ever sees the table half made.
+// EnsureNode sets up the node level: EnableForwarding and EnsureEgress.
 func (h *Host) EnsureNode(cfg NodeConfig) error {
-	egress := cfg.EgressRange
-	if !egress.IsValid() {
-		egress = DefaultEgressRange
+	if err := h.EnableForwarding(); err != nil {
+		return err
 	}
-	if !egress.Addr().Is4() || egress != egress.Masked() || egress.Bits() == 0 {
-		return fmt.Errorf("%s: egress range %s: need an IPv4 prefix like %s, without host bits", h, egress, DefaultEgressRange)
-	}
+	return h.EnsureEgress(cfg.EgressRange)
+}
+
+// EnableForwarding turns IPv6 and IPv4 forwarding on.
+func (h *Host) EnableForwarding() error {
 	for _, name := range []string{ipv6Forwarding, ipv4Forwarding} {
 		// Read first: writing the same value still walks every interface.
 		if v, err := h.sysctl(name, ""); err == nil && v == "1" {
@@ -41,7 +39,21 @@ func (h *Host) EnsureNode(cfg NodeConfig) error {
 			return fmt.Errorf("%s: turn on forwarding: %w", h, err)
 		}
 	}
+	return nil
+}
 
+// EnsureEgress makes table ip skiff: one nat chain masquerading traffic
+// from the egress range (zero: DefaultEgressRange) to destinations outside
+// it. The table's content is replaced in one nftables transaction, so
+// running it again changes nothing and nothing ever sees the table half
+// made.
+func (h *Host) EnsureEgress(egress netip.Prefix) error {
+	if !egress.IsValid() {
+		egress = DefaultEgressRange
+	}
+	if !egress.Addr().Is4() || egress != egress.Masked() || egress.Bits() == 0 {
+		return fmt.Errorf("%s: egress range %s: need an IPv4 prefix like %s, without host bits", h, egress, DefaultEgressRange)
+	}
 	c, err := h.nft()
 	if err != nil {
 		return fmt.Errorf("%s: nftables: %w", h, err)

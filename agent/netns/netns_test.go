@@ -403,9 +403,11 @@ func TestSweep(t *testing.T) {
 	requireRoot(t)
 	hostNS := newNetNS(t)
 	old := openHost(t, hostNS)
-	kept := Pod{NetNS: newPodNetNS(t), HostVeth: VethName("default", "kept"), IPv6: netip.MustParseAddr("2001:db8:1::1"), IPv4: netip.MustParseAddr("10.127.0.1")}
-	gone := Pod{NetNS: newPodNetNS(t), HostVeth: VethName("default", "gone"), IPv6: netip.MustParseAddr("2001:db8:1::2"), IPv4: netip.MustParseAddr("10.127.0.2")}
-	for _, p := range []Pod{kept, gone} {
+	kept := Pod{NetNS: newPodNetNS(t), HostVeth: VethName("default", "kept"), IPv6: netip.MustParseAddr("2001:db8:1::1"), IPv4: netip.MustParseAddr("10.127.0.1"), Owner: "n1"}
+	gone := Pod{NetNS: newPodNetNS(t), HostVeth: VethName("default", "gone"), IPv6: netip.MustParseAddr("2001:db8:1::2"), IPv4: netip.MustParseAddr("10.127.0.2"), Owner: "n1"}
+	// Another agent's pod in the same namespace (a test host): not n1's to sweep.
+	other := Pod{NetNS: newPodNetNS(t), HostVeth: VethName("default", "other"), IPv6: netip.MustParseAddr("2001:db8:2::1"), Owner: "n2"}
+	for _, p := range []Pod{kept, gone, other} {
 		if err := old.SetupPod(p); err != nil {
 			t.Fatal(err)
 		}
@@ -416,7 +418,13 @@ func TestSweep(t *testing.T) {
 	old.Close() // the agent "crashed"
 
 	h := openHost(t, hostNS)
-	if err := h.Sweep(func(veth string) bool { return veth == kept.HostVeth }); err != nil {
+	if err := h.Sweep("n1", func(veth string) bool { return veth == kept.HostVeth }); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := h.State(); len(s.Links) != 2 {
+		t.Errorf("links after sweep: %v, want %s (kept) and %s (n2's)", s.Links, kept.HostVeth, other.HostVeth)
+	}
+	if err := h.TeardownPod(other.HostVeth); err != nil {
 		t.Fatal(err)
 	}
 	s, err := h.State()
@@ -424,7 +432,7 @@ func TestSweep(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(s.Links) != 1 || s.Links[0].Name != kept.HostVeth {
-		t.Errorf("links after sweep: %v, want %s only", s.Links, kept.HostVeth)
+		t.Errorf("links after sweep and n2's teardown: %v, want %s only", s.Links, kept.HostVeth)
 	}
 	want := []string{
 		"unreachable 2001:db8:1::/64 dev lo proto 92 metric 1024",

@@ -253,6 +253,11 @@ func (h *Host) createPod(podNS netns.NsHandle, pod *netlink.Handle, p Pod) (err 
 			return fmt.Errorf("host veth: add %s: %w", a.IPNet, err)
 		}
 	}
+	if p.Owner != "" {
+		if err := h.nl.LinkSetAlias(veth, OwnerAlias(p.Owner)); err != nil {
+			return fmt.Errorf("host veth: alias: %w", err)
+		}
+	}
 	if err := h.nl.LinkSetUp(veth); err != nil {
 		return fmt.Errorf("host veth: up: %w", err)
 	}

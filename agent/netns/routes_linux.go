@@ -133,10 +133,12 @@ func (h *Host) SyncRoutes(own netip.Prefix, peers []Route) (Changes, error) {
 	return ch, nil
 }
 
-// Sweep deletes the skv* links keep does not keep, and skiff's per-pod
-// routes (/128 and /32, no gateway) whose device is not a kept skv* link.
-// The agent calls it at start with the veths of the pods it still has.
-func (h *Host) Sweep(keep func(hostVeth string) bool) error {
+// Sweep deletes the skv* links of owner (or of no owner) that keep does
+// not keep, and skiff's per-pod routes (/128 and /32, no gateway) whose
+// device is not a kept skv* link. The agent calls it at start with the
+// veths of the pods it still has. Veths another node owns (agents sharing
+// one network namespace) are left alone, and so are their routes.
+func (h *Host) Sweep(owner string, keep func(hostVeth string) bool) error {
 	links, err := retryDump(h.nl.LinkList)
 	if err != nil {
 		return fmt.Errorf("%s: sweep: list links: %w", h, err)
@@ -148,7 +150,8 @@ func (h *Host) Sweep(keep func(hostVeth string) bool) error {
 		if !strings.HasPrefix(name, VethPrefix) {
 			continue
 		}
-		if keep(name) {
+		alias := l.Attrs().Alias
+		if keep(name) || strings.HasPrefix(alias, OwnerAlias("")) && alias != OwnerAlias(owner) {
 			kept[l.Attrs().Index] = name
 			continue
 		}

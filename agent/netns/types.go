@@ -47,7 +47,14 @@ type Pod struct {
 	HostVeth string     // host side veth name, from VethName
 	IPv6     netip.Addr // the pod's address; required
 	IPv4     netip.Addr // the pod's egress address; the zero Addr means no IPv4
+	// Owner is the node the pod is on, kept as the host veth's alias
+	// ("skiff node=NAME") so that Sweep leaves the veths of other agents
+	// sharing this network namespace (a test host) alone.
+	Owner string
 }
+
+// OwnerAlias is the alias of a host veth owned by node.
+func OwnerAlias(node string) string { return "skiff node=" + node }
 
 func (p Pod) validate() error {
 	switch {

@@ -22,6 +22,7 @@ import (
 type Node struct {
 	Name          string
 	Ready         bool
+	NotReady      string // why not, grouped in explanations; default "not ready"
 	Unschedulable bool
 	CPUMilli      int64 // capacity
 	MemoryBytes   int64
@@ -57,7 +58,11 @@ func Place(req Request, nodes []Node) (string, error) {
 		freeMem, freeCPU := n.MemoryBytes-n.UsedMemory, n.CPUMilli-n.UsedCPU
 		switch {
 		case !n.Ready:
-			reasons["not ready"]++
+			why := n.NotReady
+			if why == "" {
+				why = "not ready"
+			}
+			reasons[why]++
 			continue
 		case n.Unschedulable:
 			reasons["cordoned"]++

@@ -80,6 +80,7 @@ type agentProc struct {
 // startAgent runs `skiff agent ARGS...` until the test ends (or kill).
 func startAgent(t *testing.T, args ...string) *agentProc {
 	t.Helper()
+	testcluster.KeepHostNetwork(t)
 	a := &agentProc{stderr: &lockedBuffer{}, done: make(chan struct{})}
 	a.cmd = exec.Command(testcluster.Binary, args...)
 	a.cmd.Stdout, a.cmd.Stderr = a.stderr, a.stderr

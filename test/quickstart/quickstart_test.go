@@ -174,3 +174,35 @@ func TestUpRefusesSecondProcessOnSameData(t *testing.T) {
 	}
 	c.Stop()
 }
+
+// TestPodPrefix: the cluster's pod prefix is checked before anything is
+// served, fixed at the first start, and a later --pod-prefix may repeat it
+// but not change it.
+func TestPodPrefix(t *testing.T) {
+	bad := []struct{ prefix, want string }{
+		{"10.0.0.0/8", "is not IPv6"},
+		{"fe80::/48", "neither unique local (fc00::/7) nor global unicast (2000::/3)"},
+		{"fd00:1:2:3::/64", "too small: give a /56 or larger"},
+		{"fd00:1:2::", "an address, not a prefix"},
+	}
+	for _, tt := range bad {
+		cmd := exec.Command(testcluster.Binary, "server", "--data", filepath.Join(t.TempDir(), "data"),
+			"--listen", "127.0.0.1:0", "--pod-prefix", tt.prefix)
+		out, err := cmd.CombinedOutput()
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if err == nil || !strings.Contains(lines[len(lines)-1], tt.want) || !strings.Contains(lines[len(lines)-1], "--pod-prefix") {
+			t.Errorf("skiff server --pod-prefix %s: %v\n%s\nwant a last line naming --pod-prefix and %q", tt.prefix, err, out, tt.want)
+		}
+	}
+
+	data := filepath.Join(t.TempDir(), "data")
+	c := testcluster.Up(t, data, "--pod-prefix", "fd00:5c:1::/48")
+	c.Stop()
+	c = testcluster.Up(t, data, "--pod-prefix", "fd00:5c:1::/48")
+	c.Stop()
+	cmd := exec.Command(testcluster.Binary, "up", "--agent=false", "--data", data, "--listen", "127.0.0.1:0", "--pod-prefix", "fd00:5c:2::/48")
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "this cluster already uses pod prefix fd00:5c:1::/48") {
+		t.Errorf("a second start with another --pod-prefix: %v\n%s", err, out)
+	}
+}

@@ -75,6 +75,11 @@ func Up(t *testing.T, data string, flags ...string) *Cluster {
 	home := filepath.Join(filepath.Dir(data), "home")
 	c.Env = append(os.Environ(), "HOME="+home, "SKIFF_CONFIG="+filepath.Join(data, "config"))
 	c.cmd = exec.Command(Binary, append([]string{"up", "--data", data, "--listen", "127.0.0.1:0", "--agent=false"}, flags...)...)
+	for _, f := range flags {
+		if f == "--agent=true" || f == "--agent" {
+			KeepHostNetwork(t)
+		}
+	}
 	c.cmd.Env = c.Env
 	c.cmd.Stderr = c.stderr
 	// If the test binary dies (a timeout, a crash), so does skiff up.
@@ -206,4 +211,32 @@ func (c *Cluster) ConfigWithToken(token string) string {
 		c.t.Fatal(err)
 	}
 	return p
+}
+
+// KeepHostNetwork puts back, when t ends, what an agent running in this
+// machine's own network namespace changes there for its pods: it turns on
+// forwarding and adds the egress table `ip skiff` (pod veths and routes
+// go with the pods). Tests that run an agent outside a namespace of their
+// own call it before starting one.
+func KeepHostNetwork(t testing.TB) {
+	sysctls := []string{"/proc/sys/net/ipv6/conf/all/forwarding", "/proc/sys/net/ipv4/ip_forward"}
+	saved := map[string][]byte{}
+	for _, f := range sysctls {
+		if b, err := os.ReadFile(f); err == nil {
+			saved[f] = b
+		}
+	}
+	hadTable := exec.Command("nft", "list", "table", "ip", "skiff").Run() == nil
+	t.Cleanup(func() {
+		for f, b := range saved {
+			if cur, err := os.ReadFile(f); err == nil && !bytes.Equal(cur, b) {
+				if err := os.WriteFile(f, b, 0o644); err != nil {
+					t.Errorf("restore %s: %v", f, err)
+				}
+			}
+		}
+		if !hadTable {
+			exec.Command("nft", "delete", "table", "ip", "skiff").Run()
+		}
+	})
 }

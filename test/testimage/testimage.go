@@ -29,7 +29,7 @@ import (
 const BusyboxPath = "/bin/busybox"
 
 // applets are linked to busybox in the image.
-var applets = []string{"sh", "ls", "cat", "echo", "id", "sleep", "httpd", "wget", "mount", "unshare",
+var applets = []string{"sh", "ls", "cat", "echo", "id", "sleep", "httpd", "wget", "timeout", "mount", "unshare",
 	"touch", "ping", "nc", "env", "mkdir", "true", "false", "kill", "ps", "hostname", "grep", "date", "rm"}
 
 // Busybox returns a one-layer image: /bin/busybox, its applets as

@@ -1,0 +1,245 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"skiff.dev/skiff/api"
+	"skiff.dev/skiff/controllers/ipam"
+	"skiff.dev/skiff/workflow"
+)
+
+// ClusterNetwork is the cluster's network plan, fixed when the cluster is
+// first started and kept in etcd at PREFIX/cluster/network.
+type ClusterNetwork struct {
+	// PodPrefix is the IPv6 prefix every pod address comes from: each
+	// node gets a /64 of it, each pod an address in its node's /64.
+	PodPrefix string `json:"podPrefix"`
+}
+
+// EnsureNetwork loads the cluster's network plan, creating it on first
+// start: with podPrefix if given (validated), else a random ULA /48. A
+// podPrefix that differs from the stored one is an error: addresses
+// already handed out would no longer fit.
+func EnsureNetwork(ctx context.Context, kv *clientv3.Client, prefix, podPrefix string) (ClusterNetwork, error) {
+	var want netip.Prefix
+	if podPrefix != "" {
+		p, err := ipam.ParseClusterPrefix(podPrefix)
+		if err != nil {
+			return ClusterNetwork{}, fmt.Errorf("--pod-prefix: %w", err)
+		}
+		want = p
+	}
+	key := prefix + "/cluster/network"
+	resp, err := kv.Get(ctx, key)
+	if err != nil {
+		return ClusterNetwork{}, fmt.Errorf("read cluster network: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		if !want.IsValid() {
+			want = ipam.RandomULA()
+		}
+		b, _ := json.Marshal(ClusterNetwork{PodPrefix: want.String()})
+		// Only the first server to get here decides.
+		if _, err := kv.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+			Then(clientv3.OpPut(key, string(b))).Commit(); err != nil {
+			return ClusterNetwork{}, fmt.Errorf("store cluster network: %w", err)
+		}
+		if resp, err = kv.Get(ctx, key); err != nil {
+			return ClusterNetwork{}, fmt.Errorf("read cluster network: %w", err)
+		}
+	}
+	var n ClusterNetwork
+	if err := json.Unmarshal(resp.Kvs[0].Value, &n); err != nil {
+		return ClusterNetwork{}, fmt.Errorf("cluster network record damaged: %v", err)
+	}
+	if want.IsValid() && n.PodPrefix != want.String() {
+		return ClusterNetwork{}, fmt.Errorf("--pod-prefix %s: this cluster already uses pod prefix %s, which cannot change once pods have addresses from it (leave --pod-prefix out)", want, n.PodPrefix)
+	}
+	return n, nil
+}
+
+// addressBook keeps addresses handed out by steps whose writes may not be
+// in the store yet, so two steps running at once never pick the same one.
+// Entries expire once the write has surely landed (or failed).
+type addressBook struct {
+	mu    sync.Mutex
+	held  map[string]heldAddress // address or prefix → holder
+	check time.Time
+}
+
+type heldAddress struct {
+	holder string
+	at     time.Time
+}
+
+const holdFor = time.Minute
+
+// hold reserves addr for holder unless someone else holds it.
+func (b *addressBook) hold(addr, holder string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := time.Now()
+	if b.held == nil {
+		b.held = map[string]heldAddress{}
+	}
+	if now.Sub(b.check) > holdFor {
+		for k, h := range b.held {
+			if now.Sub(h.at) > holdFor {
+				delete(b.held, k)
+			}
+		}
+		b.check = now
+	}
+	if h, ok := b.held[addr]; ok && h.holder != holder && now.Sub(h.at) <= holdFor {
+		return false
+	}
+	b.held[addr] = heldAddress{holder: holder, at: now}
+	return true
+}
+
+// podPrefix returns the cluster's pod prefix.
+func (o *Orchestrator) podPrefix(ctx context.Context) (netip.Prefix, error) {
+	o.netMu.Lock()
+	defer o.netMu.Unlock()
+	if o.network.IsValid() {
+		return o.network, nil
+	}
+	resp, err := o.kv.Get(ctx, o.prefix+"/cluster/network")
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	if len(resp.Kvs) == 0 {
+		return netip.Prefix{}, fmt.Errorf("the cluster has no network plan yet (%s/cluster/network)", o.prefix)
+	}
+	var n ClusterNetwork
+	if err := json.Unmarshal(resp.Kvs[0].Value, &n); err != nil {
+		return netip.Prefix{}, fmt.Errorf("cluster network record damaged: %v", err)
+	}
+	p, err := netip.ParsePrefix(n.PodPrefix)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("cluster network record damaged: %v", err)
+	}
+	o.network = p
+	return p, nil
+}
+
+// ipam runs the steps of the ipam controller.
+func (o *Orchestrator) ipam(ctx context.Context, item *workflow.WorkItem, log func(string, map[string]any)) workflow.Result {
+	switch item.Step {
+	case "subnet":
+		return o.allocateSubnet(ctx, item, log)
+	case "address":
+		return o.addressPod(ctx, item, log)
+	}
+	return workflow.Result{Err: fmt.Sprintf("the ipam controller has no step %q", item.Step)}
+}
+
+// allocateSubnet is the IPAM step of nodes: give the node a /64 of the
+// cluster's pod prefix with a random subnet id, unless it has one.
+func (o *Orchestrator) allocateSubnet(ctx context.Context, item *workflow.WorkItem, log func(string, map[string]any)) workflow.Result {
+	cluster, err := o.podPrefix(ctx)
+	if err != nil {
+		return workflow.Result{Err: err.Error()}
+	}
+	nodes, _, err := o.store.List(ctx, "Node", "")
+	if err != nil {
+		return workflow.Result{Err: err.Error()}
+	}
+	taken := map[netip.Prefix]bool{}
+	for i := range nodes {
+		n := &nodes[i]
+		p, err := netip.ParsePrefix(str(n.Status["podPrefix"]))
+		if err != nil {
+			continue
+		}
+		if n.Name == item.Name {
+			if cluster.Contains(p.Addr()) && p.Bits() == ipam.NodeBits && o.addrs.hold(p.String(), "node/"+n.Name) {
+				return workflow.Result{} // keeps its subnet
+			}
+			continue
+		}
+		taken[p] = true
+	}
+	for {
+		p, err := ipam.NodeSubnet(cluster, taken)
+		if err != nil {
+			return workflow.Result{Err: err.Error()}
+		}
+		if o.addrs.hold(p.String(), "node/"+item.Name) {
+			log("subnet", map[string]any{"podPrefix": p.String()})
+			return workflow.Result{Writes: map[string]any{"status.podPrefix": p.String()}}
+		}
+		taken[p] = true
+	}
+}
+
+// addressPod is the IPAM step of pods: give the pod an address in its
+// node's /64, keeping the one it has if it still fits (an in-place
+// restart keeps its address; a pod moved to another node gets a new one).
+// A pod on the node's network has the node's address.
+func (o *Orchestrator) addressPod(ctx context.Context, item *workflow.WorkItem, log func(string, map[string]any)) workflow.Result {
+	pod, err := o.store.Get(ctx, api.Ref{Kind: "Pod", Namespace: item.Namespace, Name: item.Name})
+	if err != nil {
+		return workflow.Result{Err: err.Error()}
+	}
+	nodeName := str(pod.Status["node"])
+	node, err := o.store.Get(ctx, api.Ref{Kind: "Node", Name: nodeName})
+	if err != nil {
+		return workflow.Result{Err: fmt.Sprintf("node %s: %v", nodeName, err)}
+	}
+	cur := str(pod.Status["ip"])
+	spec, err := api.DecodeSpecAs[api.PodSpec](&pod)
+	if err != nil {
+		return workflow.Result{Err: err.Error()}
+	}
+	if spec.Has("hostNetwork") {
+		addr := str(node.Status["address"])
+		if addr == cur {
+			return workflow.Result{}
+		}
+		log("host network", map[string]any{"ip": addr})
+		return workflow.Result{Writes: map[string]any{"status.ip": addr}}
+	}
+	subnet, err := netip.ParsePrefix(str(node.Status["podPrefix"]))
+	if err != nil {
+		return workflow.Result{Err: fmt.Sprintf("node %s has no pod subnet yet: its readiness run has not reached addressed (skiff why node/%s)", nodeName, nodeName)}
+	}
+	self := "pod/" + item.Namespace + "/" + item.Name
+	if a, err := netip.ParseAddr(cur); err == nil && subnet.Contains(a) && o.addrs.hold(a.String(), self) {
+		return workflow.Result{} // keeps its address
+	}
+	pods, _, err := o.store.List(ctx, "Pod", "")
+	if err != nil {
+		return workflow.Result{Err: err.Error()}
+	}
+	taken := map[netip.Addr]bool{}
+	for i := range pods {
+		p := &pods[i]
+		if a, err := netip.ParseAddr(str(p.Status["ip"])); err == nil && subnet.Contains(a) && p.Ref() != pod.Ref() {
+			taken[a] = true
+		}
+	}
+	for {
+		a, err := ipam.PodAddress(subnet, taken)
+		if err != nil {
+			return workflow.Result{Err: err.Error()}
+		}
+		if o.addrs.hold(a.String(), self) {
+			log("address", map[string]any{"ip": a.String(), "node": nodeName})
+			return workflow.Result{Writes: map[string]any{"status.ip": a.String()}}
+		}
+		taken[a] = true
+	}
+}
+
+func str(v any) string {
+	s, _ := v.(string)
+	return s
+}
