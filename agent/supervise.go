@@ -136,6 +136,11 @@ func (a *Agent) supervisePod(ctx context.Context, p *podRecord) {
 	if err != nil || p == nil {
 		return
 	}
+	if p.Generation == 0 {
+		// Only its network is made so far (netup): there is nothing to
+		// supervise, and no status to tell, before its start step.
+		return
+	}
 	now := time.Now()
 	changed := false
 	// In start order, as the start step: after a cold boot a container

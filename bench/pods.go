@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"skiff.dev/skiff/agent"
+	"skiff.dev/skiff/agent/netns"
 	"skiff.dev/skiff/api"
 	"skiff.dev/skiff/client"
 	"skiff.dev/skiff/daemon"
@@ -98,6 +99,9 @@ func Pods(ctx context.Context, w io.Writer, o PodsOptions) (err error) {
 	// the registry killed, the directory removed. It must work after ctx
 	// was cancelled (Ctrl-C), so it has its own.
 	cleanCtx := context.WithoutCancel(ctx)
+	// The agent runs in this machine's network namespace: what it turns
+	// on there for pods (forwarding, the egress table) is put back after.
+	defer keepHostNetwork()()
 	dir, err := os.MkdirTemp("", "skiff-bench-pods-")
 	if err != nil {
 		return err
@@ -241,6 +245,11 @@ func Pods(ctx context.Context, w io.Writer, o PodsOptions) (err error) {
 		return err
 	}
 
+	netup, err := stepDurations(ctx, admin, names, 1, "netup")
+	if err != nil {
+		return err
+	}
+
 	cd, ud := durations(create), durations(update)
 	cp50, cp99 := percentile(cd, 50), percentile(cd, 99)
 	up50, up99 := percentile(ud, 50), percentile(ud, 99)
@@ -253,6 +262,9 @@ func Pods(ctx context.Context, w io.Writer, o PodsOptions) (err error) {
 		Row{Metric: fmt.Sprintf("in-place update (env) → new container running, p50 (%d pods)", n), Value: ms(up50),
 			Target: "≤ 150 ms", Met: met(up50 <= 150*time.Millisecond)},
 		Row{Metric: fmt.Sprintf("in-place update (env) → new container running, p99 (%d pods)", n), Value: ms(up99)},
+		Row{Metric: fmt.Sprintf("pod network setup (netup: netns, veth, addresses, routes), p50 (%d pods)", len(netup)), Value: ms(percentile(netup, 50)),
+			Target: "≤ 20 ms", Met: met(percentile(netup, 50) <= 20*time.Millisecond)},
+		Row{Metric: fmt.Sprintf("pod network setup, p99 (%d pods)", len(netup)), Value: ms(percentile(netup, 99))},
 		Row{Metric: fmt.Sprintf("agent process RSS, %d running pods", mem.pods), Value: mib(mem.agent.rss),
 			Target: "≤ 40 MiB", Met: met(mem.agent.rss <= 40<<20)},
 		Row{Metric: "  of which anonymous / file-backed (the skiff binary)", Value: mib(mem.agent.anon) + " / " + mib(mem.agent.file)},
@@ -634,6 +646,33 @@ var splitNames = []string{
 	"status written → seen on the watch",
 }
 
+// stepDurations returns how long a step took for each pod in the run of
+// generation gen, from the moment its node took it to the moment the
+// server had its outcome.
+func stepDurations(ctx context.Context, c *client.Client, names []string, gen int64, step string) ([]time.Duration, error) {
+	var out []time.Duration
+	for _, name := range names {
+		runs, err := c.Runs(ctx, api.Ref{Kind: "Pod", Namespace: podsNamespace, Name: name})
+		if err != nil {
+			return nil, fmt.Errorf("runs of pod %s: %w", name, err)
+		}
+		for _, r := range runs {
+			if r.Generation != gen || r.Phase != "up" {
+				continue
+			}
+			for _, st := range r.Steps {
+				if st.Name == step && st.State == "done" && st.Started != nil && st.Finished != nil {
+					out = append(out, st.Finished.Sub(*st.Started))
+				}
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no finished %s step in the runs of generation %d", step, gen)
+	}
+	return out, nil
+}
+
 // splitSpans splits each pod's span at the moments above, for the run of
 // generation gen and the container's start number seq.
 func splitSpans(ctx context.Context, c *client.Client, runtimeRoot string, names []string, spans []span, gen int64, seq int) ([][]time.Duration, error) {
@@ -832,4 +871,31 @@ func runcFloor(ctx context.Context, runc, dir string, runs int) ([]time.Duration
 		}
 	}
 	return ds, nil
+}
+
+// keepHostNetwork saves the forwarding sysctls an agent turns on, and
+// returns a function that restores them and drops the agent's egress
+// table if it was not there before.
+func keepHostNetwork() (restore func()) {
+	files := []string{"/proc/sys/net/ipv6/conf/all/forwarding", "/proc/sys/net/ipv4/ip_forward"}
+	saved := map[string][]byte{}
+	for _, f := range files {
+		if b, err := os.ReadFile(f); err == nil {
+			saved[f] = b
+		}
+	}
+	h, err := netns.Open("")
+	if err != nil {
+		return func() {}
+	}
+	st, _ := h.State()
+	return func() {
+		defer h.Close()
+		for f, b := range saved {
+			os.WriteFile(f, b, 0o644)
+		}
+		if st.NFT == "" {
+			h.RemoveNode()
+		}
+	}
 }

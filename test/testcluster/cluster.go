@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -62,7 +63,7 @@ type Cluster struct {
 	Data   string
 	Env    []string
 	cmd    *exec.Cmd
-	stderr *bytes.Buffer
+	stderr *lockedBuffer
 	URL    string
 }
 
@@ -71,7 +72,7 @@ type Cluster struct {
 // an agent would pull the images of the tests' pods from the internet.
 func Up(t *testing.T, data string, flags ...string) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, Data: data, stderr: &bytes.Buffer{}}
+	c := &Cluster{t: t, Data: data, stderr: &lockedBuffer{}}
 	home := filepath.Join(filepath.Dir(data), "home")
 	c.Env = append(os.Environ(), "HOME="+home, "SKIFF_CONFIG="+filepath.Join(data, "config"))
 	c.cmd = exec.Command(Binary, append([]string{"up", "--data", data, "--listen", "127.0.0.1:0", "--agent=false"}, flags...)...)
@@ -161,7 +162,7 @@ func (c *Cluster) OK(stdin string, args ...string) string {
 	c.t.Helper()
 	out, errs, code := c.Run(stdin, args...)
 	if code != 0 {
-		c.t.Fatalf("skiff %s: exit %d: %s", strings.Join(args, " "), code, errs)
+		c.t.Fatalf("skiff %s: exit %d: %s\nskiff up's log, last lines:\n%s", strings.Join(args, " "), code, errs, c.LogTail(30))
 	}
 	return out
 }
@@ -227,6 +228,12 @@ func KeepHostNetwork(t testing.TB) {
 		}
 	}
 	hadTable := exec.Command("nft", "list", "table", "ip", "skiff").Run() == nil
+	routes := func() string {
+		out, _ := exec.Command("ip", "route", "show", "table", "all", "proto", "0x5c").Output()
+		out6, _ := exec.Command("ip", "-6", "route", "show", "table", "all", "proto", "0x5c").Output()
+		return string(out) + string(out6)
+	}
+	hadRoutes := strings.TrimSpace(routes()) != ""
 	t.Cleanup(func() {
 		for f, b := range saved {
 			if cur, err := os.ReadFile(f); err == nil && !bytes.Equal(cur, b) {
@@ -238,5 +245,35 @@ func KeepHostNetwork(t testing.TB) {
 		if !hadTable {
 			exec.Command("nft", "delete", "table", "ip", "skiff").Run()
 		}
+		// Pod routes go with their veths; the agent's own unreachable
+		// route for its pod prefix stays unless flushed.
+		if !hadRoutes {
+			exec.Command("ip", "-6", "route", "flush", "proto", "0x5c").Run()
+			exec.Command("ip", "-4", "route", "flush", "proto", "0x5c").Run()
+		}
 	})
+}
+
+// LogTail returns the last n lines skiff up logged (server and agent).
+func (c *Cluster) LogTail(n int) string {
+	lines := strings.Split(strings.TrimRight(c.stderr.String(), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// lockedBuffer is a buffer a process writes while tests read it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

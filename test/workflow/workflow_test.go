@@ -298,7 +298,7 @@ spec:
 
 func TestFieldOwnership(t *testing.T) {
 	// The test registers its own scheduler instead of the built-in one.
-	c := testcluster.Up(t, filepath.Join(t.TempDir(), "data"), "--builtin-controllers", "admission,agent")
+	c := testcluster.Up(t, filepath.Join(t.TempDir(), "data"), "--builtin-controllers", "admission,ipam,agent")
 	c.OK(scheduler, "apply", "-f", "-")
 
 	// A second owner of status.node is refused, naming both.
