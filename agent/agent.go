@@ -299,10 +299,19 @@ func decodePodSpec(it *workflow.WorkItem) (*api.PodSpec, error) {
 
 // record returns the pod's record, making one (with a user namespace
 // range of its own) for a pod new to this node.
-func (a *Agent) record(it *workflow.WorkItem) (*podRecord, error) {
+//
+// set, if given, changes the record, and tells whether it did; the record
+// is written once, new or changed (each write is a sync to disk).
+func (a *Agent) record(it *workflow.WorkItem, set func(*podRecord) bool) (*podRecord, error) {
 	p, err := a.st.get(it.Namespace, it.Name)
-	if err != nil || p != nil {
-		return p, err
+	if err != nil {
+		return nil, err
+	}
+	if p != nil {
+		if set != nil && set(p) {
+			return p, a.st.put(p)
+		}
+		return p, nil
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -311,6 +320,9 @@ func (a *Agent) record(it *workflow.WorkItem) (*podRecord, error) {
 		return nil, err
 	}
 	p = &podRecord{Namespace: it.Namespace, Name: it.Name, IDBase: base}
+	if set != nil {
+		set(p)
+	}
 	return p, a.st.put(p)
 }
 
@@ -328,12 +340,12 @@ func (a *Agent) step(ctx context.Context, it *workflow.WorkItem) (map[string]any
 		if err != nil {
 			return nil, err
 		}
-		p, err := a.record(it)
+		p, err := a.record(it, nil)
 		if err != nil {
 			return nil, err
 		}
-		if st, _ := it.Object["status"].(map[string]any); str(st["ip"]) != "" {
-			p.IP = str(st["ip"])
+		if ip := podIP(it); ip != "" {
+			p.IP = ip
 		}
 		p.Spec, p.Generation = *typed, it.Generation
 		p.pin()

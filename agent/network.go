@@ -66,35 +66,37 @@ func (a *Agent) setupPodNetwork(p *podRecord, ns string) error {
 // netup is the pod step that makes its network: the namespace (owned by
 // the pod's user namespace), veth, addresses and routes.
 func (a *Agent) netup(it *workflow.WorkItem) error {
-	p, err := a.record(it)
+	spec, err := decodePodSpec(it)
 	if err != nil {
 		return err
 	}
-	st, _ := it.Object["status"].(map[string]any)
-	ip, _ := st["ip"].(string)
-	typed, err := decodePodSpec(it)
-	if err != nil {
-		return err
-	}
-	if typed.Has("hostNetwork") {
+	if spec.Has("hostNetwork") {
 		return nil
 	}
+	ip := podIP(it)
 	if ip == "" {
 		return errors.New("the pod has no address (status.ip is empty): the ipam step did not run")
 	}
-	p.IP = ip
-	if err := a.st.put(p); err != nil {
+	p, err := a.record(it, func(p *podRecord) bool {
+		changed := p.IP != ip
+		p.IP = ip
+		return changed
+	})
+	if err != nil {
 		return err
 	}
 	ns, err := a.rt.CreatePodNetNS(podNetName(p), runtime.IDRange{HostID: p.IDBase, Size: idRangeSize})
 	if err != nil {
 		return err
 	}
-	if err := a.setupPodNetwork(p, ns); err != nil {
-		return err
-	}
-	p.NetNS = ns
-	return a.st.put(p)
+	// The start step records the namespace with the containers.
+	return a.setupPodNetwork(p, ns)
+}
+
+// podIP is the address the ipam step gave a work item's pod.
+func podIP(it *workflow.WorkItem) string {
+	st, _ := it.Object["status"].(map[string]any)
+	return str(st["ip"])
 }
 
 // netdown is the pod step that removes what netup made, after the

@@ -122,7 +122,7 @@ func makeBusyboxRootfs(dir, busybox string) error {
 	return os.Chmod(dir, 0o755)
 }
 
-func needRoot(t *testing.T) {
+func needRoot(t testing.TB) {
 	t.Helper()
 	if skipReason != "" {
 		t.Skip(skipReason)
@@ -153,7 +153,7 @@ func testUserNS() IDRange {
 // newTestRuntime returns a Runtime on a fresh root; at the end of the test
 // it stops and removes every container and checks that nothing is left
 // mounted.
-func newTestRuntime(t *testing.T) (*Runtime, string) {
+func newTestRuntime(t testing.TB) (*Runtime, string) {
 	t.Helper()
 	needRoot(t)
 	root, err := os.MkdirTemp(testTmp, "root-")
@@ -177,7 +177,7 @@ func newTestRuntime(t *testing.T) (*Runtime, string) {
 	return r, root
 }
 
-func testRuntimeOn(t *testing.T, root string) *Runtime {
+func testRuntimeOn(t testing.TB, root string) *Runtime {
 	t.Helper()
 	r, err := New(Options{Root: root, Shim: testShim})
 	if err != nil {
