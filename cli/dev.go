@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"skiff.dev/skiff/lab"
+	"skiff.dev/skiff/test/testimage"
 )
 
 func devCmd(e *env) *cobra.Command {
@@ -63,8 +64,18 @@ is left alone: the lab's client config is printed as SKIFF_CONFIG.`,
 			if err != nil && cmd.Context().Err() == nil {
 				fmt.Fprintf(e.stderr, "note: %v (logs in %s/logs)\n", err, l.Dir)
 			}
+			// An image to start with: busybox, from this machine's
+			// busybox-static, as the tests use.
+			var image string
+			if l.Registry != "" {
+				if img, err := testimage.Busybox(); err != nil {
+					fmt.Fprintf(e.stderr, "note: no busybox image in the registry: %v\n", oneLine(err))
+				} else if image, err = l.PushImage("busybox:1", img); err != nil {
+					fmt.Fprintf(e.stderr, "note: push busybox: %v\n", oneLine(err))
+				}
+			}
 			if cmd.Context().Err() == nil {
-				printLab(e, l, exe)
+				printLab(e, l, exe, image)
 			}
 			<-cmd.Context().Done()
 			return nil
@@ -79,7 +90,7 @@ is left alone: the lab's client config is printed as SKIFF_CONFIG.`,
 }
 
 // printLab says what the lab made and how to use it.
-func printLab(e *env, l *lab.Lab, exe string) {
+func printLab(e *env, l *lab.Lab, exe, image string) {
 	w := e.stdout
 	fmt.Fprintf(w, "\nskiff lab %s is up (data and logs in %s)\n\n", l.Prefix, l.Dir)
 	fmt.Fprintf(w, "server    %s, on bridge %s (%s)\n", l.URL, l.Bridge, l.Underlay)
@@ -98,6 +109,17 @@ func printLab(e *env, l *lab.Lab, exe string) {
 	fmt.Fprintf(w, "  %s get nodes\n", exe)
 	if ns := l.Nodes(); len(ns) > 0 {
 		fmt.Fprintf(w, "  ip netns exec %s bash      # a shell on node %s\n", ns[0].Namespace.Name, ns[0].Name)
+	}
+	if image != "" {
+		fmt.Fprintf(w, "\nTwo web pods (each asks for 64Mi, so they land on different nodes), then one fetches the other's page:\n\n")
+		for i := 1; i <= 2; i++ {
+			fmt.Fprintf(w, "  %s apply -f - <<'EOF'\n", exe)
+			fmt.Fprintf(w, "kind: Pod\nname: web%d\nspec:\n  containers:\n    - name: web\n      image: \"%s\"\n", i, image)
+			fmt.Fprintf(w, "      command: [sh, -c, 'hostname > /tmp/index.html; exec httpd -f -p 8080 -h /tmp']\n")
+			fmt.Fprintf(w, "      resources: {memory: 64Mi}\nEOF\n")
+		}
+		fmt.Fprintf(w, "  %s get pods\n", exe)
+		fmt.Fprintf(w, "  %s exec web1 -- wget -qO- \"http://[$(%s get pod/web2 -o json | grep -o '\"ip\": *\"[^\"]*' | cut -d'\"' -f4)]:8080/\"\n", exe, exe)
 	}
 	fmt.Fprintf(w, "\nCtrl-C stops the lab and removes everything it made.\n")
 }
