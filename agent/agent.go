@@ -81,6 +81,9 @@ type Agent struct {
 	apiURL atomic.Value  // string: where the node's API is served, reported in status
 	beat   chan struct{} // asks for a heartbeat now
 
+	routesMu  sync.Mutex   // serializes syncRoutes
+	ownPrefix netip.Prefix // this node's pod /64, once known; guarded by routesMu
+
 	mu      sync.Mutex             // guards podLock and allocation
 	podLock map[string]*sync.Mutex // one per pod: steps and supervision of a pod never overlap
 }

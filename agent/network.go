@@ -193,6 +193,14 @@ func (a *Agent) routesFrom(nodes []api.Object) (routeTable, []string) {
 		}
 		rt.Peers = append(rt.Peers, netns.Route{Node: n.Name, Prefix: prefix, Via: addr})
 	}
+	// A node's /64 never changes while it exists: a list or watch event
+	// from before it had one (they arrive in order, the routes step's own
+	// list may be newer) keeps the one known.
+	if rt.Own.IsValid() {
+		a.ownPrefix = rt.Own
+	} else {
+		rt.Own = a.ownPrefix
+	}
 	if samehost {
 		// Several agents share this routing table (a test host): none
 		// claims its /64 as unreachable, as the others' pods live there.
@@ -226,6 +234,9 @@ func (a *Agent) applyRoutes(rt routeTable) (netns.Changes, error) {
 // syncRoutes programs routes from the Node objects and says what was
 // wrong, if anything.
 func (a *Agent) syncRoutes(nodes []api.Object) error {
+	// The watch and the routes step may both sync: one at a time.
+	a.routesMu.Lock()
+	defer a.routesMu.Unlock()
 	rt, problems := a.routesFrom(nodes)
 	ch, err := a.applyRoutes(rt)
 	if err != nil {
