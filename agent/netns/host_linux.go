@@ -97,6 +97,20 @@ func sysctl(name, value string) (string, error) {
 	return value, os.WriteFile(p, []byte(value), 0o644)
 }
 
+// Do runs fn on a thread in the network namespace pinned at path (an nsfs
+// file). Sockets fn opens stay in that namespace.
+func Do(path string, fn func() error) error {
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		return fmt.Errorf("network namespace %s: %w", path, err)
+	}
+	defer ns.Close()
+	if err := inNetNS(ns, fn); err != nil {
+		return fmt.Errorf("in network namespace %s: %w", path, err)
+	}
+	return nil
+}
+
 // inNetNS runs fn on a thread in the network namespace ns. /proc/sys/net
 // shows the namespace of the thread that opens it. The thread is given back
 // to the runtime only if it made it back to its namespace; otherwise it ends

@@ -52,28 +52,10 @@ spec:
 // autonomyPods lists the containers of the pods above.
 var autonomyPods = map[string][]string{"ticker": {"main"}, "duo": {"one", "two"}}
 
-// lockedBuffer collects a child's stderr while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // agentProc is a `skiff agent` child process.
 type agentProc struct {
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *testcluster.LockedBuffer
 	done   chan struct{}
 }
 
@@ -81,7 +63,7 @@ type agentProc struct {
 func startAgent(t *testing.T, args ...string) *agentProc {
 	t.Helper()
 	testcluster.KeepHostNetwork(t)
-	a := &agentProc{stderr: &lockedBuffer{}, done: make(chan struct{})}
+	a := &agentProc{stderr: &testcluster.LockedBuffer{}, done: make(chan struct{})}
 	a.cmd = exec.Command(testcluster.Binary, args...)
 	a.cmd.Stdout, a.cmd.Stderr = a.stderr, a.stderr
 	if err := a.cmd.Start(); err != nil {

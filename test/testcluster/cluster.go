@@ -63,7 +63,7 @@ type Cluster struct {
 	Data   string
 	Env    []string
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *LockedBuffer
 	URL    string
 }
 
@@ -72,7 +72,7 @@ type Cluster struct {
 // an agent would pull the images of the tests' pods from the internet.
 func Up(t *testing.T, data string, flags ...string) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, Data: data, stderr: &lockedBuffer{}}
+	c := &Cluster{t: t, Data: data, stderr: &LockedBuffer{}}
 	home := filepath.Join(filepath.Dir(data), "home")
 	c.Env = append(os.Environ(), "HOME="+home, "SKIFF_CONFIG="+filepath.Join(data, "config"))
 	c.cmd = exec.Command(Binary, append([]string{"up", "--data", data, "--listen", "127.0.0.1:0", "--agent=false"}, flags...)...)
@@ -260,19 +260,19 @@ func (c *Cluster) LogTail(n int) string {
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
-// lockedBuffer is a buffer a process writes while tests read it.
-type lockedBuffer struct {
+// LockedBuffer collects a child process's output while a test reads it.
+type LockedBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
+func (l *LockedBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
 }
 
-func (l *lockedBuffer) String() string {
+func (l *LockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
