@@ -384,3 +384,77 @@ func TestCleanupStale(t *testing.T) {
 		t.Errorf("CleanupStale removed the lab of a live owner: %v", err)
 	}
 }
+
+// TestFaults: a partitioned node is cut off from the others and the
+// server, and back when healed; an agent killed and started again comes
+// back with its data directory alone.
+func TestFaults(t *testing.T) {
+	requireRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	l, err := Start(ctx, Config{Nodes: 2, Binary: testcluster.Binary, Dir: t.TempDir(), Log: logWriter{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	if err := l.WaitNodes(ctx, "n1", "n2"); err != nil {
+		t.Fatal(err)
+	}
+	n1, n2 := l.Node(1), l.Node(2)
+	reach := func() error {
+		ln, err := n2.Listen("tcp6", net.JoinHostPort(n2.Underlay.String(), "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		go func() {
+			if c, err := ln.Accept(); err == nil {
+				c.Close()
+			}
+		}()
+		dctx, dcancel := context.WithTimeout(ctx, time.Second)
+		defer dcancel()
+		c, err := n1.Dial(dctx, "tcp6", ln.Addr().String())
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}
+	if err := reach(); err != nil {
+		t.Fatalf("n1 → n2 before the partition: %v", err)
+	}
+	if err := l.Partition("n2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := reach(); err == nil {
+		t.Errorf("n1 reached n2 through a partition")
+	}
+	if err := l.Heal("n2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := reach(); err != nil {
+		t.Errorf("n1 → n2 after healing: %v", err)
+	}
+
+	if err := l.StopAgent("n1", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.StartAgent("n1"); err != nil {
+		t.Fatal(err)
+	}
+	// Back as the same node, from its kept settings: its API comes up again.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		dctx, dcancel := context.WithTimeout(ctx, time.Second)
+		c, err := n1.Dial(dctx, "tcp6", net.JoinHostPort(n1.Underlay.String(), strconv.Itoa(AgentPort)))
+		dcancel()
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("n1's agent did not serve again after a restart: %v\n%s", err, l.Logs(20))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -34,7 +34,7 @@ type proc struct {
 // and a process group of its own. See the package doc for why the
 // goroutine that starts it stays locked to its thread while it runs.
 func startProc(name, nsPath, logPath string, argv []string, env []string) (*proc, error) {
-	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o644)
+	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}

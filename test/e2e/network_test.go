@@ -35,9 +35,7 @@ func TestPodNetwork(t *testing.T) {
 
 	// One web pod per node: each asks for a third of a node's memory, so
 	// the scheduler (most free memory first) spreads them.
-	// Debian's busybox 1.35 ping needs a raw socket (it has no ICMP
-	// datagram socket fallback): the pods ask for NET_RAW, granted here.
-	apply(t, l, "kind: Grant\nname: ping\nspec:\n  namespaces: [default]\n  privileges: [\"capability:NET_RAW\"]\n")
+	grantPing(t, l)
 	mem := nodeMemory(t, c, ctx) / 3
 	names := []string{"web1", "web2", "web3"}
 	for _, name := range names {
@@ -315,6 +313,12 @@ func (a nodeNet) diff(b nodeNet) string {
 	return strings.Join(d, "\n")
 }
 
+// grantPing grants the web pods NET_RAW: Debian's busybox 1.35 ping needs
+// a raw socket (it has no ICMP datagram socket fallback).
+func grantPing(t *testing.T, l *lab.Lab) {
+	apply(t, l, "kind: Grant\nname: ping\nspec:\n  namespaces: [default]\n  privileges: [\"capability:NET_RAW\"]\n")
+}
+
 func webPod(name, image string, mem int64, greeting string) string {
 	return fmt.Sprintf(`kind: Pod
 name: %s
@@ -336,4 +340,48 @@ func keys(m map[string]bool) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// TestAgentRestartLeavesNothing: a pod deleted while its node's agent is
+// down is stopped, and its network removed, when the agent comes back;
+// the node is then as it was before the pod.
+func TestAgentRestartLeavesNothing(t *testing.T) {
+	l, c := startLab(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	image := pushBusybox(t, l)
+	n1 := l.Node(1)
+	before := readNodeNet(t, n1)
+
+	grantPing(t, l)
+	apply(t, l, webPod("lone", image, 64<<20, "one"))
+	p := waitPod(t, c, ctx, "lone", "running", running)
+	if str(p.Status["node"]) != n1.Name {
+		t.Fatalf("pod on %v, want %s", p.Status["node"], n1.Name)
+	}
+	if after := readNodeNet(t, n1); after.diff(before) == "" {
+		t.Fatalf("a running pod changed nothing on the node (no veth, no route?)")
+	}
+
+	if err := l.StopAgent(n1.Name, true); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := l.Skiff("delete", "pod/lone", "--wait", "0"); err != nil {
+		t.Fatalf("delete: %v\n%s", err, out)
+	}
+	// While the agent is away, the pod waits on its node to stop it.
+	time.Sleep(time.Second)
+	if _, err := c.Get(ctx, api.Ref{Kind: "Pod", Namespace: "default", Name: "lone"}); err != nil {
+		t.Fatalf("the pod went without its node stopping it: %v", err)
+	}
+	if err := l.StartAgent(n1.Name); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, c, ctx, "lone")
+	if d := readNodeNet(t, n1).diff(before); d != "" {
+		t.Errorf("after the agent came back and removed the pod, the node is not as before it:\n%s", d)
+	}
+	if left := listDir(n1.Dir + "/runtime/pods"); len(left) > 0 {
+		t.Errorf("pod namespaces left: %v", left)
+	}
 }
