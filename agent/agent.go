@@ -61,6 +61,10 @@ type Options struct {
 	// EgressRange is the IPv4 range pods' egress addresses come from;
 	// default DefaultEgressRange.
 	EgressRange netip.Prefix
+	// Lease is how long the node counts as alive after a heartbeat
+	// reached a server; cut off for longer, it fences its fast pods.
+	// Default DefaultLease (tests shorten it).
+	Lease time.Duration
 	// Heartbeat is how often the node reports; default 10s.
 	Heartbeat time.Duration
 	Log       *slog.Logger
@@ -80,6 +84,10 @@ type Agent struct {
 
 	apiURL atomic.Value  // string: where the node's API is served, reported in status
 	beat   chan struct{} // asks for a heartbeat now
+
+	// lastContact is when the last heartbeat a server took was sent
+	// (unix ns; 0: none yet).
+	lastContact atomic.Int64
 
 	routesMu  sync.Mutex   // serializes syncRoutes
 	ownPrefix netip.Prefix // this node's pod /64, once known; guarded by routesMu
@@ -101,6 +109,9 @@ func New(o Options) (*Agent, error) {
 	}
 	if o.Heartbeat == 0 {
 		o.Heartbeat = 10 * time.Second
+	}
+	if o.Lease == 0 {
+		o.Lease = DefaultLease
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()
@@ -150,6 +161,7 @@ func (a *Agent) lockPod(ns, name string) func() {
 // Run works until ctx ends. With no server reachable it still runs every
 // pod it knows, and catches up when the server answers.
 func (a *Agent) Run(ctx context.Context) error {
+	a.loadContact()
 	// First bring back what this node ran: after a restart containers are
 	// re-adopted; after a cold boot they are started again, after the
 	// node's network.
@@ -220,8 +232,17 @@ func (a *Agent) heartbeat(ctx context.Context, registered *bool) {
 			}
 		}
 		if *registered {
-			if err := a.c.PatchStatus(ctx, a.nodeRef(), a.nodeStatus()); err != nil && ctx.Err() == nil {
-				a.log.Warn("heartbeat", "err", err)
+			sent := time.Now()
+			if err := a.c.PatchStatus(ctx, a.nodeRef(), a.nodeStatus()); err != nil {
+				if ctx.Err() == nil {
+					a.log.Warn("heartbeat", "err", err)
+				}
+			} else {
+				_, wasCut := a.cutOff(sent)
+				a.contact(sent)
+				if wasCut || a.anyFenced() {
+					a.unfence(ctx)
+				}
 			}
 		}
 	}

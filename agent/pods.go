@@ -371,6 +371,10 @@ func (a *Agent) status(p *podRecord) map[string]any {
 	case running > 0:
 		phase = "Running"
 	}
+	if p.Fenced {
+		phase = "Stopped"
+		msgs = append([]string{fencedMessage(p)}, msgs...)
+	}
 	st := map[string]any{"phase": phase, "containers": list, "message": strings.Join(msgs, "; ")}
 	return st
 }

@@ -31,6 +31,11 @@ type podRecord struct {
 	NetNS  string `json:"netns"`
 	// IP is the pod's IPv6 address (status.ip), kept for cold boots.
 	IP string `json:"ip,omitempty"`
+	// Fenced marks a failover: fast pod stopped because the node reached
+	// no server for longer than its lease (see fence.go); it stays
+	// stopped until a server says it is still placed here.
+	Fenced   bool      `json:"fenced,omitempty"`
+	FencedAt time.Time `json:"fencedAt,omitempty"`
 	// Containers by name.
 	Containers map[string]*containerRecord `json:"containers"`
 	// Status is the newest status computed, Uploaded whether the server

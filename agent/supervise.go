@@ -23,6 +23,7 @@ func (a *Agent) supervise(ctx context.Context) {
 		a.log.Error("read agent state", "err", err)
 		return
 	}
+	a.fence(ctx, pods)
 	for _, p := range pods {
 		if ctx.Err() != nil {
 			return
@@ -136,9 +137,10 @@ func (a *Agent) supervisePod(ctx context.Context, p *podRecord) {
 	if err != nil || p == nil {
 		return
 	}
-	if p.Generation == 0 {
+	if p.Generation == 0 || p.Fenced {
 		// Only its network is made so far (netup): there is nothing to
-		// supervise, and no status to tell, before its start step.
+		// supervise, and no status to tell, before its start step. Or it
+		// is fenced: stopped until a server says it is still here.
 		return
 	}
 	now := time.Now()

@@ -1,0 +1,183 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"skiff.dev/skiff/agent/netns"
+	"skiff.dev/skiff/api"
+	"skiff.dev/skiff/client"
+)
+
+// Fencing: two copies of a pod must never run at once.
+//
+// The servers count a node unreachable once they have not heard from it
+// for a lease, and move its `failover: fast` pods to other nodes a margin
+// after that. A node cut off from every server cannot know whether that
+// happened, so it assumes it did: once it has reached no server for a
+// lease, counted from when it sent the last heartbeat a server took, it
+// stops its fast pods (and keeps them stopped). The margin covers the stop
+// grace, so the old copy is gone before the new one is placed.
+// `failover: manual` pods are never fenced: they run for as long as the
+// node does.
+//
+// When a server answers again, each fenced pod still placed on this node
+// starts again; one that is gone or placed elsewhere is removed here.
+
+// DefaultLease is how long a node counts as alive after its last
+// heartbeat reached a server.
+const DefaultLease = 40 * time.Second
+
+// FenceMargin is how long after the lease the servers wait before moving
+// fast pods: more than the stop grace.
+const FenceMargin = 2 * StopGrace
+
+// contact records that a heartbeat sent at sent reached a server. It is
+// kept in the state file too: a node that boots with no server reachable
+// knows how long ago it last had one.
+func (a *Agent) contact(sent time.Time) {
+	for {
+		old := a.lastContact.Load()
+		if old >= sent.UnixNano() {
+			return
+		}
+		if a.lastContact.CompareAndSwap(old, sent.UnixNano()) {
+			a.st.setMeta(lastContactKey, strconv.FormatInt(sent.UnixNano(), 10))
+			return
+		}
+	}
+}
+
+const lastContactKey = "lastContact"
+
+// loadContact restores the last contact an earlier run of the agent had.
+func (a *Agent) loadContact() {
+	if n, err := strconv.ParseInt(a.st.getMeta(lastContactKey), 10, 64); err == nil {
+		a.lastContact.Store(n)
+	}
+}
+
+// cutOff tells how long the node has reached no server, if longer than
+// its lease.
+func (a *Agent) cutOff(now time.Time) (time.Duration, bool) {
+	last := a.lastContact.Load()
+	if last == 0 {
+		return 0, false // never joined, or not yet heard back: nothing to fence against
+	}
+	d := now.Sub(time.Unix(0, last))
+	return d, d > a.o.Lease
+}
+
+// fence stops the fast pods of a node cut off for longer than its lease.
+func (a *Agent) fence(ctx context.Context, pods []*podRecord) {
+	off, cut := a.cutOff(time.Now())
+	if !cut {
+		return
+	}
+	var wg sync.WaitGroup
+	for _, p := range pods {
+		if p.Spec.Failover != api.FailoverFast || p.Fenced || p.Generation == 0 {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			unlock := a.lockPod(p.Namespace, p.Name)
+			defer unlock()
+			p, err := a.st.get(p.Namespace, p.Name)
+			if err != nil || p == nil || p.Fenced {
+				return
+			}
+			a.log.Warn("fencing pod: no server reached for longer than the lease", "pod", p.Namespace+"/"+p.Name,
+				"cutOff", off.Round(time.Second), "lease", a.o.Lease)
+			for _, cr := range p.Containers {
+				if cr.ID != "" {
+					a.removeContainer(ctx, cr.ID)
+					cr.ID = ""
+				}
+			}
+			p.Fenced = true
+			p.FencedAt = time.Now().UTC()
+			st := asStored(a.status(p))
+			p.Status, p.Uploaded = st, false
+			a.st.put(p)
+		}()
+	}
+	wg.Wait()
+}
+
+// unfence settles fenced pods once a server answers: those still placed
+// here start again; those gone or placed elsewhere are removed.
+func (a *Agent) unfence(ctx context.Context) {
+	pods, err := a.st.all()
+	if err != nil {
+		return
+	}
+	for _, p := range pods {
+		if !p.Fenced {
+			continue
+		}
+		ref := api.Ref{Kind: "Pod", Namespace: p.Namespace, Name: p.Name}
+		gctx, cancel := context.WithTimeout(ctx, uploadTimeout)
+		obj, err := a.c.Get(gctx, ref)
+		cancel()
+		var apiErr *client.Error
+		gone := errors.As(err, &apiErr) && apiErr.Status == 404
+		if err != nil && !gone {
+			continue // ask again next time
+		}
+		unlock := a.lockPod(p.Namespace, p.Name)
+		p, err := a.st.get(p.Namespace, p.Name)
+		if err != nil || p == nil || !p.Fenced {
+			unlock()
+			continue
+		}
+		node, _ := obj.Status["node"].(string)
+		if gone || node != a.o.Name || obj.Meta.Deleting != nil {
+			where := "deleted"
+			if !gone && node != a.o.Name {
+				where = "placed on " + node
+			}
+			a.log.Info("removing fenced pod: it is "+where+" now", "pod", p.Namespace+"/"+p.Name)
+			if a.net != nil {
+				a.net.TeardownPod(netns.VethName(p.Namespace, p.Name))
+			}
+			if err := a.stopPod(ctx, p); err != nil {
+				a.log.Warn("remove fenced pod", "pod", p.Namespace+"/"+p.Name, "err", err)
+			}
+			unlock()
+			continue
+		}
+		a.log.Info("unfencing pod: a server answers and the pod is still on this node", "pod", p.Namespace+"/"+p.Name)
+		p.Fenced, p.FencedAt = false, time.Time{}
+		err = a.ensure(ctx, p)
+		st := asStored(a.status(p))
+		p.Status, p.Uploaded = st, false
+		a.st.put(p)
+		unlock()
+		if err != nil {
+			a.log.Warn("restart unfenced pod", "pod", p.Namespace+"/"+p.Name, "err", err)
+		}
+	}
+}
+
+// fencedMessage is the status message of a fenced pod.
+func fencedMessage(p *podRecord) string {
+	return fmt.Sprintf("fenced at %s: the node reached no server for longer than its lease, so this fast-failover copy was stopped (another may run elsewhere)",
+		p.FencedAt.Format(time.RFC3339))
+}
+
+// anyFenced tells whether some pod is fenced.
+func (a *Agent) anyFenced() bool {
+	pods, _ := a.st.all()
+	for _, p := range pods {
+		if p.Fenced {
+			return true
+		}
+	}
+	return false
+}
