@@ -5,10 +5,12 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"skiff.dev/skiff/api"
+	"skiff.dev/skiff/api/quantity"
 )
 
 func getCmd(e *env) *cobra.Command {
@@ -167,7 +169,30 @@ func columnsFor(kind string) []column {
 		}
 	case "Node":
 		return []column{
-			{title: "STATE", value: func(o *api.Object) string { return str(o.Status, "state") }},
+			{title: "STATE", value: nodeState},
+			{title: "HEARTBEAT", value: func(o *api.Object) string {
+				t, err := time.Parse(time.RFC3339Nano, str(o.Status, "heartbeat"))
+				if err != nil {
+					return ""
+				}
+				return age(t)
+			}},
+			{title: "PODS", value: func(o *api.Object) string { return numberString(o.Status, "pods") }},
+			{title: "CPU", wide: true, value: func(o *api.Object) string {
+				if v, ok := numberAt(o.Status, "capacity", "cpuMilli"); ok {
+					return quantity.FormatCPU(int64(v))
+				}
+				return ""
+			}},
+			{title: "MEMORY", wide: true, value: func(o *api.Object) string {
+				if v, ok := numberAt(o.Status, "capacity", "memoryBytes"); ok {
+					if v >= 1<<30 {
+						return strconv.FormatFloat(v/(1<<30), 'f', 1, 64) + "Gi"
+					}
+					return quantity.FormatBytes(int64(v))
+				}
+				return ""
+			}},
 			{title: "NETWORK", value: func(o *api.Object) string { return str(o.Status, "network") }},
 			{title: "ADDRESS", value: func(o *api.Object) string { return str(o.Status, "address") }},
 			{title: "POD-PREFIX", wide: true, value: func(o *api.Object) string { return str(o.Status, "podPrefix") }},
@@ -187,6 +212,43 @@ func columnsFor(kind string) []column {
 		}
 	}
 	return nil
+}
+
+// nodeState is what an operator wants to know first about a node:
+// cordoned (spec.unschedulable), unreachable (no heartbeat for 40 s, the
+// lease), or the state it reports.
+func nodeState(o *api.Object) string {
+	if u, _ := o.Spec["unschedulable"].(bool); u {
+		return "cordoned"
+	}
+	t, err := time.Parse(time.RFC3339Nano, str(o.Status, "heartbeat"))
+	if err != nil {
+		return "registering"
+	}
+	if time.Since(t) > 40*time.Second {
+		return "unreachable"
+	}
+	return str(o.Status, "state")
+}
+
+func numberAt(m map[string]any, path ...string) (float64, bool) {
+	var v any = m
+	for _, p := range path {
+		mm, ok := v.(map[string]any)
+		if !ok {
+			return 0, false
+		}
+		v = mm[p]
+	}
+	f, ok := v.(float64)
+	return f, ok
+}
+
+func numberString(m map[string]any, path ...string) string {
+	if f, ok := numberAt(m, path...); ok {
+		return strconv.FormatFloat(f, 'f', -1, 64)
+	}
+	return ""
 }
 
 func joinList(v any) string {
