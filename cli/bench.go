@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"time"
+
 	"github.com/spf13/cobra"
 
 	"skiff.dev/skiff/bench"
@@ -46,6 +48,34 @@ func benchCmd(e *env) *cobra.Command {
 	pods.Flags().IntVar(&po.Concurrency, "concurrency", 1, "creations and updates in flight at once")
 	pods.Flags().IntVar(&po.RSSPods, "rss-pods", 50, "running pods when memory is read")
 	pods.Flags().IntVar(&po.FloorRuns, "floor-runs", 20, "runc create+start runs outside skiff")
-	cmd.AddCommand(st, wf, pods)
+	var sco bench.ScheduleOptions
+	var schedLog bool
+	sched := &cobra.Command{
+		Use:   "schedule",
+		Short: "the control plane at many simulated nodes: placements/s, time until all pods run, server memory",
+		Long: `Start a server (embedded etcd, TLS on loopback) and a simulator of --nodes
+hollow nodes in this process, the simulator talking HTTPS to the server as
+skiff agent --simulate does; once every node is ready, create --pods small
+pods at once and follow them on a watch: placements per second (from the
+status.node writes), the time until every pod is Running, API create
+throughput, and this process's RSS and Go heap at the end.`,
+		Example: `  skiff bench schedule --nodes 500 --pods 5000
+  skiff bench schedule --profile /tmp/prof   # then: go tool pprof -top bin/skiff /tmp/prof/cpu.pprof`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if schedLog {
+				sco.Log = e.stderr
+			}
+			return bench.Schedule(cmd.Context(), e.stdout, sco)
+		},
+	}
+	sched.Flags().IntVar(&sco.Nodes, "nodes", 5000, "simulated nodes")
+	sched.Flags().IntVar(&sco.Pods, "pods", 50000, "pods created in bulk")
+	sched.Flags().IntVar(&sco.Clients, "clients", 64, "concurrent creators")
+	sched.Flags().DurationVar(&sco.Timeout, "timeout", 30*time.Minute, "how long to wait for every pod to run, from the first create; then the figures so far are printed")
+	sched.Flags().DurationVar(&sco.Heartbeat, "heartbeat", 0, "simulated nodes' heartbeat period (default 20s)")
+	sched.Flags().StringVar(&sco.Profile, "profile", "", "write cpu, mutex, block and heap profiles of the process (server, etcd, simulator, bench) to this directory")
+	sched.Flags().BoolVar(&schedLog, "log", false, "show the server's and the simulator's log on stderr")
+	cmd.AddCommand(st, wf, pods, sched)
 	return cmd
 }

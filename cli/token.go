@@ -14,10 +14,10 @@ import (
 
 func tokenCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{Use: "token", Short: "create, list and revoke API tokens"}
-	var operator, controller, node, role string
+	var operator, controller, node, simulator, role string
 	var namespaces []string
 	create := &cobra.Command{
-		Use:   "create (--operator NAME [--role admin|view | --role edit [--namespace NS]...] | --controller NAME | --node NAME)",
+		Use:   "create (--operator NAME [--role admin|view | --role edit [--namespace NS]...] | --controller NAME | --node NAME | --simulator PREFIX)",
 		Short: "issue a token; its secret is printed once and stored only hashed",
 		Long: `Issue a token; its secret is printed once and stored only hashed.
 
@@ -26,19 +26,25 @@ included), edit (objects) or view (reading). --namespace, once or more,
 confines an edit token to those namespaces: it changes, deletes, rolls back,
 reads, logs and execs into namespaced objects there only, changes no
 cluster-scoped object (nodes, grants, controllers) and imports no images.
-Without --namespace, edit is cluster-wide.`,
+Without --namespace, edit is cluster-wide.
+
+A simulator token acts for simulated (hollow) nodes named PREFIX-00001,
+PREFIX-00002, … (PREFIX, a dash, digits), and for no other node: skiff
+agent --simulate N runs them, to measure the control plane at many nodes
+(docs/operations.md). It is refused if a node token exists for one of
+those names, as a node token is for a name a simulator covers.`,
 		Example: `  skiff token create --operator alice --role edit --namespace media --namespace web`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var ident string
 			n := 0
-			for kind, name := range map[string]string{"operator": operator, "controller": controller, "node": node} {
+			for kind, name := range map[string]string{"operator": operator, "controller": controller, "node": node, "simulator": simulator} {
 				if name != "" {
 					ident, n = kind+":"+name, n+1
 				}
 			}
 			if n != 1 {
-				return errors.New("give exactly one of --operator, --controller, --node")
+				return errors.New("give exactly one of --operator, --controller, --node, --simulator")
 			}
 			if err := checkTokenNamespaces(operator, role, namespaces); err != nil {
 				return err
@@ -51,11 +57,12 @@ Without --namespace, edit is cluster-wide.`,
 			if err != nil {
 				return err
 			}
-			if node == "" {
+			if node == "" && simulator == "" {
 				fmt.Fprintln(e.stdout, tok)
 				return nil
 			}
-			// A node token is printed as the command that joins the node.
+			// A node token is printed as the command that joins the node,
+			// a simulator's as the one that runs its nodes.
 			cfg, err := client.LoadConfig(e.configPath)
 			if err != nil {
 				return err
@@ -64,6 +71,10 @@ Without --namespace, edit is cluster-wide.`,
 			if err != nil {
 				return err
 			}
+			if simulator != "" {
+				fmt.Fprintf(e.stdout, "skiff agent --simulate 100 --server %s --token %s --ca-hash %s\n", cfg.Servers[0], tok, hash)
+				return nil
+			}
 			fmt.Fprintf(e.stdout, "skiff agent --server %s --token %s --ca-hash %s --name %s\n", cfg.Servers[0], tok, hash, node)
 			return nil
 		},
@@ -71,6 +82,7 @@ Without --namespace, edit is cluster-wide.`,
 	create.Flags().StringVar(&operator, "operator", "", "token for operator:NAME")
 	create.Flags().StringVar(&controller, "controller", "", "token for controller:NAME")
 	create.Flags().StringVar(&node, "node", "", "token for node:NAME, printed as the skiff agent command that joins it")
+	create.Flags().StringVar(&simulator, "simulator", "", "token for simulator:PREFIX, acting for simulated nodes PREFIX-00001…, printed as the skiff agent --simulate command")
 	create.Flags().StringVar(&role, "role", "", "operator role: admin (default), edit or view")
 	// This shadows the global --namespace (-n), which names the namespace
 	// of objects, not of a token.

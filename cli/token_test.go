@@ -108,3 +108,21 @@ func TestTokenCreateNamespaces(t *testing.T) {
 		}
 	}
 }
+
+// TestTokenCreateSimulator: a simulator token is printed as the skiff
+// agent --simulate command that runs its nodes.
+func TestTokenCreateSimulator(t *testing.T) {
+	var requests []map[string]any
+	cfg := tokenServer(t, &requests)
+	out, errs, code := runCLI(t, cfg, "", "token", "create", "--simulator", "sim")
+	if code != 0 || !strings.HasPrefix(out, "skiff agent --simulate 100 --server https://") ||
+		!strings.Contains(out, " --token skiff.0123.secret --ca-hash sha256:") {
+		t.Fatalf("token create --simulator: exit %d, %q %s", code, out, errs)
+	}
+	if want := map[string]any{"identity": "simulator:sim", "role": ""}; len(requests) != 1 || !reflect.DeepEqual(requests[0], want) {
+		t.Errorf("token create --simulator sent %v, want %v", requests, want)
+	}
+	if _, errs, code := runCLI(t, cfg, "", "token", "create", "--simulator", "sim", "--node", "n1"); code == 0 || !strings.Contains(errs, "exactly one of") {
+		t.Errorf("--simulator with --node: exit %d, %q", code, errs)
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"skiff.dev/skiff/agent/image"
 	"skiff.dev/skiff/agent/netns"
 	"skiff.dev/skiff/agent/runtime"
+	"skiff.dev/skiff/agent/sim"
 	"skiff.dev/skiff/client"
 )
 
@@ -44,6 +45,15 @@ type AgentOptions struct {
 	// Listen, for a joined agent, is where it serves its own API (logs,
 	// exec, image imports) to the servers; "" serves none.
 	Listen string
+	// Simulate, when above 0, runs that many simulated nodes instead of
+	// a real one (package agent/sim): Server, Token (a simulator token)
+	// and CAHash are needed at every start, nothing is kept, and neither
+	// root nor DataDir is. NamePrefix, if given, must be the token's.
+	Simulate   int
+	NamePrefix string
+	// SimHeartbeat is a simulated node's heartbeat period; default
+	// sim.DefaultHeartbeat.
+	SimHeartbeat time.Duration
 }
 
 // NodeName is the default node name: the host name as a DNS label.
@@ -64,6 +74,9 @@ func NodeName() string {
 
 // RunAgent runs a node agent until ctx ends.
 func RunAgent(ctx context.Context, o AgentOptions) error {
+	if o.Simulate > 0 {
+		return runSimulator(ctx, o)
+	}
 	if o.DataDir == "" {
 		return errors.New("agent: no data directory (--data DIR)")
 	}
@@ -170,6 +183,44 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 	}
 	o.Log.Info("agent running", "node", o.Name, "data", o.DataDir)
 	return a.Run(ctx)
+}
+
+// runSimulator runs o.Simulate simulated nodes until ctx ends.
+func runSimulator(ctx context.Context, o AgentOptions) error {
+	if o.Server == "" || o.Token == "" || o.CAHash == "" {
+		return errors.New("agent --simulate: give --server, --token and --ca-hash (skiff token create --simulator PREFIX prints the command)")
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	ca, err := agent.FetchCA(ctx, o.Server, o.CAHash)
+	if err != nil {
+		return err
+	}
+	cfg := client.Config{Servers: []string{o.Server}, Token: o.Token, CA: string(ca)}
+	c, err := client.New(cfg)
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	id, _, err := c.Whoami(wctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("join %s: %w", o.Server, err)
+	}
+	prefix := sim.Prefix(id)
+	switch {
+	case prefix == "":
+		return fmt.Errorf("agent --simulate: the token is for %s, not a simulator (skiff token create --simulator PREFIX makes one)", id)
+	case o.NamePrefix != "" && o.NamePrefix != prefix:
+		return fmt.Errorf("agent --simulate: the token is for simulator %s, not --name-prefix %s", prefix, o.NamePrefix)
+	}
+	s, err := sim.New(sim.Options{Config: cfg, Prefix: prefix, Nodes: o.Simulate, Heartbeat: o.SimHeartbeat, Labels: o.Labels, Log: o.Log})
+	if err != nil {
+		return err
+	}
+	o.Log.Info("simulating nodes", "nodes", o.Simulate, "first", s.Node(1), "last", s.Node(o.Simulate))
+	return s.Run(ctx)
 }
 
 // agentConfig returns the agent's client config: the one it kept, or a

@@ -20,6 +20,7 @@ import (
 //	operator view      no                             no       no     no       no
 //	controller:NAME    its own Controller object      yes      yes    no       no
 //	node:NAME          its own Node object            yes      yes    no       no
+//	simulator:PREFIX   as node:PREFIX-DIGITS, for each of those nodes
 //
 // "edit on NS..." is an edit token confined to namespaces (Token.Namespaces,
 // skiff token create --role edit --namespace NS): it writes, execs into and
@@ -32,6 +33,12 @@ import (
 // must belong to the writer (ownership.Registry.CheckWrite). Operators own
 // labels and spec; each status field has at most one controller owning it;
 // nodes write what the agent controller owns.
+//
+// A simulator (simulator.go) acts for the hollow nodes named PREFIX-DIGITS
+// (identity.Simulates): each of its requests about a Node or a pod is made
+// as the node concerned, node:PREFIX-00042, and so meets every rule of
+// nodes; it takes the work of all its nodes in one long poll. Tokens keep
+// simulated and real nodes apart (Tokens.disjointNodes).
 //
 // Everyone authenticated may read, except: controllers see only the fields
 // they declared they read or own; nodes read only their pods and Node
@@ -151,15 +158,19 @@ func authorizeImageImport(tok Token) error {
 // to the others); nothing else.
 func nodeMayRead(tok Token, o *api.Object) error {
 	id := identityOf(tok)
-	if id.Kind != identity.Node {
+	if id.Kind != identity.Node && id.Kind != identity.Simulator {
 		return nil
 	}
 	switch o.Kind {
 	case "Node":
 		return nil
 	case "Pod":
-		if n, _ := o.Status["node"].(string); n == id.Name {
+		n, _ := o.Status["node"].(string)
+		switch {
+		case id.Kind == identity.Node && n == id.Name, id.Kind == identity.Simulator && identity.Simulates(id.Name, n):
 			return nil
+		case id.Kind == identity.Simulator:
+			return forbidden("%s may not read %s: it is not placed on one of its nodes (%s)", tok.Identity, o.Ref(), identity.SimulatedNode(id.Name, 1)+"…")
 		}
 		return forbidden("%s may not read %s: it is not placed on node %s", tok.Identity, o.Ref(), id.Name)
 	}
@@ -168,7 +179,7 @@ func nodeMayRead(tok Token, o *api.Object) error {
 
 // nodeMayList checks that a node lists only kinds it may read.
 func nodeMayList(tok Token, kind string) error {
-	if id := identityOf(tok); id.Kind == identity.Node && kind != "Pod" && kind != "Node" {
+	if id := identityOf(tok); (id.Kind == identity.Node || id.Kind == identity.Simulator) && kind != "Pod" && kind != "Node" {
 		return forbidden("%s may not list %s objects: nodes read only their pods and Node objects", tok.Identity, kind)
 	}
 	return nil

@@ -225,6 +225,11 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request, tok Token) error 
 		return err
 	}
 	ref := obj.Ref()
+	if simulator(tok) != "" && ref.Kind == "Node" {
+		if tok, err = asNode(tok, ref.Name); err != nil { // registers its nodes
+			return err
+		}
+	}
 	if err := authorizeApply(tok, ref); err != nil {
 		return err
 	}
@@ -334,7 +339,7 @@ func (s *Server) objects(w http.ResponseWriter, r *http.Request, tok Token) erro
 		return s.patchStatus(w, r, tok, p.ref())
 	case (sub == "logs" && r.Method == http.MethodGet || sub == "exec" && r.Method == http.MethodPost) && p.kind.Name == "Pod":
 		return s.toNode(w, r, tok, p.ref(), sub)
-	case (sub == "history" || len(p.sub) == 2 && p.sub[0] == "revisions") && identityOf(tok).Kind == identity.Node:
+	case (sub == "history" || len(p.sub) == 2 && p.sub[0] == "revisions") && (identityOf(tok).Kind == identity.Node || simulator(tok) != ""):
 		return forbidden("%s may not read the history of %s: nodes read only the current pods placed on them", tok.Identity, p.ref())
 	case sub == "history" && r.Method == http.MethodGet:
 		f, err := identity.ParseFilter(r.URL.Query()["changer"])
@@ -469,6 +474,10 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, tok Token, p objec
 // nodes observe; it is never operator intent.
 func (s *Server) putStatus(w http.ResponseWriter, r *http.Request, tok Token, ref api.Ref) error {
 	if err := authorizeStatus(tok, ref); err != nil {
+		return err
+	}
+	tok, err := s.actAs(r.Context(), tok, ref)
+	if err != nil {
 		return err
 	}
 	var req struct {
@@ -683,6 +692,10 @@ func (s *Server) importImage(w http.ResponseWriter, r *http.Request, tok Token) 
 // "Running"}}, as a step's completion does. Ownership is checked per field.
 func (s *Server) patchStatus(w http.ResponseWriter, r *http.Request, tok Token, ref api.Ref) error {
 	if err := authorizeStatus(tok, ref); err != nil {
+		return err
+	}
+	tok, err := s.actAs(r.Context(), tok, ref)
+	if err != nil {
 		return err
 	}
 	var req struct {

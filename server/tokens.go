@@ -71,6 +71,9 @@ func (t *Tokens) Create(ctx context.Context, id identity.Identity, role, by stri
 	if err != nil {
 		return "", Token{}, err
 	}
+	if err := t.disjointNodes(ctx, id); err != nil {
+		return "", Token{}, err
+	}
 	idb, secret := make([]byte, 6), make([]byte, 32)
 	rand.Read(idb)
 	rand.Read(secret)
@@ -108,6 +111,35 @@ func tokenNamespaces(id identity.Identity, role string, namespaces []string) ([]
 	ns := slices.Clone(namespaces)
 	slices.Sort(ns)
 	return slices.Compact(ns), nil
+}
+
+// disjointNodes keeps real and simulated nodes apart: a simulator token
+// is refused if a node token exists for a name it would act for, and a
+// node token for a name a simulator acts for. So a simulator never acts
+// for a node that has an agent of its own.
+func (t *Tokens) disjointNodes(ctx context.Context, id identity.Identity) error {
+	if id.Kind != identity.Simulator && id.Kind != identity.Node {
+		return nil
+	}
+	if id.Kind == identity.Simulator {
+		if err := api.ValidateName(identity.SimulatedNode(id.Name, 0)); err != nil {
+			return fmt.Errorf("simulator %q: its nodes are named %s, which must be DNS labels of at most 63 characters", id.Name, identity.SimulatedNode(id.Name, 1))
+		}
+	}
+	toks, err := t.List(ctx)
+	if err != nil {
+		return err
+	}
+	for _, tok := range toks {
+		kind, name, _ := strings.Cut(tok.Identity, ":")
+		switch {
+		case id.Kind == identity.Simulator && kind == identity.Node && identity.Simulates(id.Name, name):
+			return fmt.Errorf("%s would act for node %s, which has a node token of its own (token %s): pick another prefix", id, name, tok.ID)
+		case id.Kind == identity.Node && kind == identity.Simulator && identity.Simulates(name, id.Name):
+			return fmt.Errorf("node %s is one of %s's simulated nodes (token %s): pick another name", id.Name, tok.Identity, tok.ID)
+		}
+	}
+	return nil
 }
 
 func hash(secret string) string {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"skiff.dev/skiff/api"
@@ -21,21 +22,60 @@ import (
 // MaxWorkWait bounds a long poll.
 const MaxWorkWait = 60 * time.Second
 
-func (s *Server) destination(tok Token) (string, error) {
+// destination is the queue of the caller's work items: controller:NAME or
+// node:NAME. A simulator takes from the queues of all its nodes (take), so
+// it has none of its own.
+func destination(tok Token) (string, error) {
 	id := identityOf(tok)
 	switch id.Kind {
 	case identity.Controller:
 		return "controller:" + id.Name, nil
 	case identity.Node:
 		return "node:" + id.Name, nil
+	case identity.Simulator:
+		return "", nil
 	}
 	return "", forbidden("%s takes no work: work items go to controllers and nodes", tok.Identity)
 }
 
+// mayReport checks that the caller is where a work item was dispatched:
+// its controller, its node, or the simulator of its node.
+func mayReport(tok Token, it *workflow.WorkItem) error {
+	d := workflow.Destination(it)
+	dest, err := destination(tok)
+	switch prefix := simulator(tok); {
+	case err != nil:
+		return err
+	case prefix != "" && it.Where == "node" && identity.Simulates(prefix, it.Node), prefix == "" && d == dest:
+		return nil
+	}
+	return forbidden("%s may not report on work item %s: it belongs to %s", tok.Identity, it.ID, d)
+}
+
+// take takes up to max items for the caller, waiting until ctx ends for
+// one: those of its destination, or, for a simulator, of all its nodes.
+func (s *Server) take(ctx context.Context, tok Token, max int) ([]*workflow.WorkItem, error) {
+	if prefix := simulator(tok); prefix != "" {
+		match := func(dest string) bool {
+			node, ok := strings.CutPrefix(dest, "node:")
+			return ok && identity.Simulates(prefix, node)
+		}
+		return s.orch.Queue.TakeGroup(ctx, tok.Identity, match, max), nil
+	}
+	dest, err := destination(tok)
+	if err != nil {
+		return nil, err
+	}
+	return s.orch.Queue.Take(ctx, dest, max), nil
+}
+
+// MaxWorkBatch bounds the items one long poll returns.
+const MaxWorkBatch = 4096
+
 // takeWork answers GET /v1/work?wait=30s&max=16 with the items waiting for
 // the caller, waiting up to wait for one to arrive.
 func (s *Server) takeWork(w http.ResponseWriter, r *http.Request, tok Token) error {
-	dest, err := s.destination(tok)
+	_, err := destination(tok)
 	if err != nil {
 		return err
 	}
@@ -52,13 +92,17 @@ func (s *Server) takeWork(w http.ResponseWriter, r *http.Request, tok Token) err
 			return badRequest("max=%q is not a positive number", v)
 		}
 	}
+	max = min(max, MaxWorkBatch)
 	ctx, cancel := context.WithTimeout(r.Context(), wait)
 	defer cancel()
-	items := s.orch.Queue.Take(ctx, dest, max)
+	items, err := s.take(ctx, tok, max)
+	if err != nil {
+		return err
+	}
 	owners := s.owners()
 	id := identityOf(tok)
 	strip := id.Name
-	if id.Kind == identity.Node {
+	if id.Kind == identity.Node || id.Kind == identity.Simulator {
 		strip = ownership.AgentController
 	}
 	out := make([]workflow.WorkItem, 0, len(items))
@@ -81,17 +125,13 @@ func (s *Server) takeWork(w http.ResponseWriter, r *http.Request, tok Token) err
 
 // workItem checks that the caller may report on an item.
 func (s *Server) workItem(r *http.Request, tok Token) (*workflow.WorkItem, error) {
-	dest, err := s.destination(tok)
-	if err != nil {
-		return nil, err
-	}
 	id := r.PathValue("id")
 	it, ok := s.orch.Engine.Item(id)
 	if !ok {
 		return nil, staleItem(id)
 	}
-	if workflow.Destination(it) != dest {
-		return nil, forbidden("%s may not report on work item %s: it belongs to %s", tok.Identity, id, workflow.Destination(it))
+	if err := mayReport(tok, it); err != nil {
+		return nil, err
 	}
 	return it, nil
 }

@@ -75,11 +75,28 @@ func (l *Local) Cancel(itemID string) {
 
 // Queue holds work items for remote takers, one queue per destination:
 // "controller:NAME" for cluster steps, "node:NAME" for node steps. Takers
-// long-poll it through the API.
+// long-poll it through the API, one destination each, or a group of them
+// (TakeGroup: a simulator of many nodes).
 type Queue struct {
 	mu      sync.Mutex
-	pending map[string][]*WorkItem // destination → items, oldest first
+	pending map[string][]*WorkItem // destination → items, oldest first; guarded by mu
 	wake    map[string]chan struct{}
+	groups  map[string]*group // group name → its destinations with items; guarded by mu
+}
+
+// group is a set of destinations taken from together.
+type group struct {
+	match func(dest string) bool
+	dests map[string]bool // destinations of the group that may have items
+	wake  chan struct{}   // closed when one gets an item; nil if no one waits
+}
+
+func (q *Queue) initLocked() {
+	if q.pending == nil {
+		q.pending = map[string][]*WorkItem{}
+		q.wake = map[string]chan struct{}{}
+		q.groups = map[string]*group{}
+	}
 }
 
 // Destination is where an item goes.
@@ -96,14 +113,20 @@ func (q *Queue) Dispatch(item *WorkItem) bool {
 	}
 	d := Destination(item)
 	q.mu.Lock()
-	if q.pending == nil {
-		q.pending = map[string][]*WorkItem{}
-		q.wake = map[string]chan struct{}{}
-	}
+	q.initLocked()
 	q.pending[d] = append(q.pending[d], item)
 	if ch := q.wake[d]; ch != nil {
 		close(ch)
 		delete(q.wake, d)
+	}
+	for _, g := range q.groups {
+		if g.match(d) {
+			g.dests[d] = true
+			if g.wake != nil {
+				close(g.wake)
+				g.wake = nil
+			}
+		}
 	}
 	q.mu.Unlock()
 	return false
@@ -127,10 +150,7 @@ func (q *Queue) Cancel(itemID string) {
 func (q *Queue) Take(ctx context.Context, dest string, max int) []*WorkItem {
 	for {
 		q.mu.Lock()
-		if q.pending == nil {
-			q.pending = map[string][]*WorkItem{}
-			q.wake = map[string]chan struct{}{}
-		}
+		q.initLocked()
 		if items := q.pending[dest]; len(items) > 0 {
 			n := min(max, len(items))
 			out := append([]*WorkItem(nil), items[:n]...)
@@ -157,4 +177,59 @@ func (q *Queue) Pending(dest string) int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return len(q.pending[dest])
+}
+
+// TakeGroup is Take for a taker of many destinations, those match accepts,
+// known as name (the same name must always come with the same match): it
+// removes and returns up to max items from any of them, waiting until at
+// least one is there or ctx ends. Destinations are drained in no
+// particular order, each oldest first.
+//
+// Dispatch keeps, per group, the destinations that got items since they
+// were last drained, so a take costs what it returns, not the number of
+// destinations; the first take of a group looks at every destination once.
+func (q *Queue) TakeGroup(ctx context.Context, name string, match func(dest string) bool, max int) []*WorkItem {
+	for {
+		q.mu.Lock()
+		q.initLocked()
+		g := q.groups[name]
+		if g == nil {
+			g = &group{match: match, dests: map[string]bool{}}
+			for d, items := range q.pending {
+				if len(items) > 0 && match(d) {
+					g.dests[d] = true
+				}
+			}
+			q.groups[name] = g
+		}
+		var out []*WorkItem
+		for d := range g.dests {
+			items := q.pending[d]
+			n := min(max-len(out), len(items))
+			out = append(out, items[:n]...)
+			if n == len(items) {
+				delete(q.pending, d)
+				delete(g.dests, d)
+			} else {
+				q.pending[d] = items[n:]
+			}
+			if len(out) == max {
+				break
+			}
+		}
+		if len(out) > 0 {
+			q.mu.Unlock()
+			return out
+		}
+		if g.wake == nil {
+			g.wake = make(chan struct{})
+		}
+		ch := g.wake
+		q.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil
+		}
+	}
 }

@@ -1,6 +1,7 @@
 // Package identity names who acts on skiff: operators (people and their
-// scripts), controllers and nodes. Every write is attributed to the identity
-// that made it, the changer, and history is filtered by changer patterns.
+// scripts), controllers and nodes, and simulators of nodes. Every write is
+// attributed to the identity that made it, the changer, and history is
+// filtered by changer patterns.
 //
 // It is not authentication: the server decides who a request comes from and
 // only then uses these names.
@@ -17,6 +18,10 @@ const (
 	Operator   = "operator"
 	Controller = "controller"
 	Node       = "node"
+	// Simulator acts for many simulated (hollow) nodes at once, those
+	// named NAME-DIGITS (see Simulates); it writes as each of them, so it
+	// is never a changer itself.
+	Simulator = "simulator"
 )
 
 // Identity is "KIND:NAME", e.g. operator:alice, controller:scheduler, node:n2.
@@ -37,9 +42,9 @@ func Parse(s string) (Identity, error) {
 		return Identity{}, fmt.Errorf("%q is not an identity (KIND:NAME, like operator:alice)", s)
 	}
 	switch kind {
-	case Operator, Controller, Node:
+	case Operator, Controller, Node, Simulator:
 	default:
-		return Identity{}, fmt.Errorf("%q: identity kind must be operator, controller or node", s)
+		return Identity{}, fmt.Errorf("%q: identity kind must be operator, controller, node or simulator", s)
 	}
 	for _, r := range name {
 		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '.' || r == '_' || r == '@') {
@@ -50,6 +55,27 @@ func Parse(s string) (Identity, error) {
 		return Identity{}, fmt.Errorf("%q: name longer than 63 characters", s)
 	}
 	return Identity{Kind: kind, Name: name}, nil
+}
+
+// SimulatedNode is the name of a simulator's i-th node: PREFIX-00001 for
+// i = 1 (five digits at least).
+func SimulatedNode(prefix string, i int) string { return fmt.Sprintf("%s-%05d", prefix, i) }
+
+// Simulates reports whether the simulator named prefix acts for the node
+// named node: PREFIX-, then digits only. Two simulators' nodes never
+// overlap: "sim" acts for sim-00001, not for sim-a-00001, which is
+// simulator "sim-a"'s.
+func Simulates(prefix, node string) bool {
+	rest, ok := strings.CutPrefix(node, prefix+"-")
+	if !ok || rest == "" || prefix == "" {
+		return false
+	}
+	for i := 0; i < len(rest); i++ {
+		if rest[i] < '0' || rest[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // Filter selects changers by glob patterns: a changer is kept when it matches

@@ -55,3 +55,33 @@ func TestParse(t *testing.T) {
 		}
 	}
 }
+
+func TestSimulates(t *testing.T) {
+	tests := []struct {
+		prefix, node string
+		want         bool
+	}{
+		{"sim", "sim-00001", true},
+		{"sim", "sim-1", true},
+		{"sim", SimulatedNode("sim", 123456), true},
+		{"sim", "sim-", false},
+		{"sim", "sim", false},
+		{"sim", "sim-a-00001", false}, // simulator sim-a's
+		{"sim-a", "sim-a-00001", true},
+		{"sim", "simx-00001", false},
+		{"sim", "n1", false},
+		{"sim", "sim-0001x", false},
+		{"", "-00001", false},
+	}
+	for _, tt := range tests {
+		if got := Simulates(tt.prefix, tt.node); got != tt.want {
+			t.Errorf("Simulates(%q, %q) = %v, want %v", tt.prefix, tt.node, got, tt.want)
+		}
+	}
+	if got := SimulatedNode("sim", 7); got != "sim-00007" {
+		t.Errorf("SimulatedNode(sim, 7) = %q, want sim-00007", got)
+	}
+	if _, err := Parse("simulator:sim"); err != nil {
+		t.Errorf("Parse(simulator:sim): %v", err)
+	}
+}
