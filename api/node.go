@@ -17,6 +17,20 @@ type Taint struct {
 	Effect string `json:"effect"` // NoSchedule or NoExecute
 }
 
+// Taint effects.
+const (
+	NoSchedule = "NoSchedule" // keeps pods that do not tolerate it off the node
+	NoExecute  = "NoExecute"  // the same, and pods already there should not run there either
+)
+
+// String is the taint as messages show it: key=value:Effect, or key:Effect.
+func (t Taint) String() string {
+	if t.Value == "" {
+		return t.Key + ":" + t.Effect
+	}
+	return t.Key + "=" + t.Value + ":" + t.Effect
+}
+
 func (n *NodeSpec) Validate() error {
 	for i, t := range n.Taints {
 		path := fmt.Sprintf("taints[%d]", i)
@@ -26,7 +40,7 @@ func (n *NodeSpec) Validate() error {
 		if err := ValidateLabels(map[string]string{t.Key: t.Value}); err != nil {
 			return &FieldError{Path: path, Reason: err.(*FieldError).Reason}
 		}
-		if err := oneOf(t.Effect, "NoSchedule", "NoExecute"); err != nil {
+		if err := oneOf(t.Effect, NoSchedule, NoExecute); err != nil {
 			return &FieldError{Path: path + ".effect", Reason: err.Error()}
 		}
 	}

@@ -26,6 +26,8 @@ type PodSpec struct {
 	// capability:NAME, device:/dev/PATH, hostPath:/PATH[:ro], hostNetwork,
 	// writableRoot, unconfined.
 	Privileges []Privilege `json:"privileges,omitempty"`
+	// Placement says which nodes may run the pod and which it prefers.
+	Placement *Placement `json:"placement,omitempty"`
 }
 
 // Has reports whether the pod requests privilege p (by its kind for
@@ -157,6 +159,15 @@ func (p *PodSpec) Validate() error {
 	}
 	if err := oneOf(p.Failover, FailoverManual, FailoverFast); err != nil {
 		return &FieldError{Path: "failover", Reason: err.Error()}
+	}
+	if p.Placement != nil {
+		if err := p.Placement.Validate(); err != nil {
+			var fe *FieldError
+			if errors.As(err, &fe) {
+				return &FieldError{Path: join("placement", fe.Path), Reason: fe.Reason}
+			}
+			return &FieldError{Path: "placement", Reason: err.Error()}
+		}
 	}
 	return nil
 }

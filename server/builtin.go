@@ -1,12 +1,9 @@
 package server
 
 import (
-	"context"
 	"fmt"
-	"time"
 
 	"skiff.dev/skiff/api"
-	"skiff.dev/skiff/controllers/scheduler"
 	"skiff.dev/skiff/workflow"
 )
 
@@ -20,9 +17,16 @@ var builtinRegistrations = map[string]workflow.Registration{
 		Steps: []api.Step{{Name: "admit", Kind: "Pod", Phase: workflow.Up, Where: "cluster",
 			Before: []string{"admitted"}, RequiredBy: []string{"admitted"}, Timeout: "30s"}},
 	}},
+	// The scheduler's schedule step runs again only when a pod's resources
+	// or placement change. It also reads Node labels, taints and cordon;
+	// the Node status it needs (capacity, heartbeat, network) it reads
+	// without declaring: the agent owns those and reads Pod:status.node,
+	// which the scheduler owns, so declaring them would make a read/write
+	// cycle. Node reads do not enter a pod step's inputs either way.
 	"scheduler": {Name: "scheduler", Builtin: true, Spec: api.ControllerSpec{
-		Owns:  []api.FieldRef{"Pod:status.node"},
-		Reads: []api.FieldRef{"Pod:spec.containers[*].resources"},
+		Owns: []api.FieldRef{"Pod:status.node"},
+		Reads: []api.FieldRef{"Pod:spec.containers[*].resources", "Pod:spec.placement",
+			"Node:labels", "Node:spec.unschedulable", "Node:spec.taints"},
 		Steps: []api.Step{{Name: "schedule", Kind: "Pod", Phase: workflow.Up, Where: "cluster",
 			After: []string{"admitted"}, Requires: []string{"admitted"}, Before: []string{"scheduled"}, RequiredBy: []string{"scheduled"}, Timeout: "30s"}},
 	}},
@@ -79,92 +83,4 @@ func Builtins(names []string) ([]workflow.Registration, error) {
 		regs = append(regs, r)
 	}
 	return regs, nil
-}
-
-// schedule is the scheduler's step: place the pod on a ready node with
-// room for it, or fail saying why no node fits.
-func (o *Orchestrator) schedule(ctx context.Context, item *workflow.WorkItem, log func(string, map[string]any)) workflow.Result {
-	pod, err := o.store.Get(ctx, api.Ref{Kind: "Pod", Namespace: item.Namespace, Name: item.Name})
-	if err != nil {
-		return workflow.Result{Err: err.Error()}
-	}
-	req := podRequest(&pod)
-	req.Current, _ = pod.Status["node"].(string)
-	nodes, err := o.nodeSnapshot(ctx, pod.Ref())
-	if err != nil {
-		return workflow.Result{Err: err.Error()}
-	}
-	name, err := scheduler.Place(req, nodes)
-	if err != nil {
-		return workflow.Result{Err: err.Error()}
-	}
-	if name == req.Current {
-		return workflow.Result{}
-	}
-	log("placed", map[string]any{"node": name})
-	return workflow.Result{Writes: map[string]any{"status.node": name}}
-}
-
-func podRequest(pod *api.Object) scheduler.Request {
-	var req scheduler.Request
-	spec, err := api.DecodeSpecAs[api.PodSpec](pod)
-	if err != nil {
-		return req
-	}
-	for _, c := range spec.Containers {
-		req.CPUMilli += c.Resources.CPU.Milli()
-		req.MemoryBytes += c.Resources.Memory.Bytes()
-	}
-	return req
-}
-
-// nodeSnapshot reads nodes and what pods (other than self) use on them.
-func (o *Orchestrator) nodeSnapshot(ctx context.Context, self api.Ref) ([]scheduler.Node, error) {
-	nodeObjs, _, err := o.store.List(ctx, "Node", "")
-	if err != nil {
-		return nil, err
-	}
-	pods, _, err := o.store.List(ctx, "Pod", "")
-	if err != nil {
-		return nil, err
-	}
-	used := map[string]scheduler.Request{}
-	for i := range pods {
-		p := &pods[i]
-		n, _ := p.Status["node"].(string)
-		if n == "" || p.Ref() == self {
-			continue
-		}
-		r := podRequest(p)
-		u := used[n]
-		u.CPUMilli += r.CPUMilli
-		u.MemoryBytes += r.MemoryBytes
-		used[n] = u
-	}
-	var nodes []scheduler.Node
-	for i := range nodeObjs {
-		n := &nodeObjs[i]
-		spec, _ := api.DecodeSpecAs[api.NodeSpec](n)
-		sn := scheduler.Node{Name: n.Name}
-		if spec != nil {
-			sn.Unschedulable = spec.Unschedulable
-		}
-		capacity, _ := n.Status["capacity"].(map[string]any)
-		cpu, _ := capacity["cpuMilli"].(float64)
-		mem, _ := capacity["memoryBytes"].(float64)
-		sn.CPUMilli, sn.MemoryBytes = int64(cpu), int64(mem)
-		sn.NotReady = "no recent heartbeat"
-		if hb, ok := n.Status["heartbeat"].(string); ok {
-			if t, err := time.Parse(time.RFC3339Nano, hb); err == nil && time.Since(t) < scheduler.HeartbeatTimeout {
-				// Heard from lately; ready once its readiness run
-				// programmed its network.
-				sn.Ready = n.Status["network"] == "ready"
-				sn.NotReady = "network not ready (skiff why node/NAME)"
-			}
-		}
-		u := used[n.Name]
-		sn.UsedCPU, sn.UsedMemory = u.CPUMilli, u.MemoryBytes
-		nodes = append(nodes, sn)
-	}
-	return nodes, nil
 }

@@ -41,6 +41,7 @@ type Orchestrator struct {
 	builtins []workflow.Registration
 
 	addrs   addressBook  // addresses the ipam steps handed out lately
+	places  *placeCache  // nodes and what pods hold on them, for the scheduler
 	netMu   sync.Mutex   // guards network
 	network netip.Prefix // the cluster's pod prefix, once read
 
@@ -58,7 +59,7 @@ func NewOrchestrator(st *store.Store, kv *clientv3.Client, prefix string, log *s
 	if err != nil {
 		return nil, err
 	}
-	o := &Orchestrator{store: st, kv: kv, prefix: prefix, log: log, Queue: &workflow.Queue{}, builtins: regs}
+	o := &Orchestrator{store: st, kv: kv, prefix: prefix, log: log, Queue: &workflow.Queue{}, builtins: regs, places: newPlaceCache()}
 	o.rec = &runRecorder{kv: kv, prefix: prefix + "/runs/", dirty: map[string]workflow.RunRecord{}, log: log}
 	o.Local = &workflow.Local{Fallback: o.Queue}
 	o.Engine = workflow.NewEngine(workflow.Options{Objects: o, Dispatcher: o.Local, Recorder: o.rec})
@@ -309,6 +310,7 @@ func (o *Orchestrator) Run(ctx context.Context) {
 		}
 		// Nodes have workflows of their own (readiness).
 		o.follow(ctx, "Node", func(ev store.Event) {
+			o.places.event(ev)
 			if ev.Type == store.Deleted {
 				o.Engine.Forget(toRef(ev.Object.Ref()))
 			} else {
@@ -316,6 +318,7 @@ func (o *Orchestrator) Run(ctx context.Context) {
 			}
 			retry()
 		}, func(objs []api.Object) {
+			o.places.list("Node", objs)
 			o.submitAll(ctx, objs)
 			retry()
 		}, wg.Done)
@@ -351,13 +354,19 @@ func (o *Orchestrator) Run(ctx context.Context) {
 	// those that now hold privileges no grant allows.
 	wg.Add(1)
 	go o.follow(ctx, "Grant", func(store.Event) { o.recheckGrants(ctx) }, func([]api.Object) { o.recheckGrants(ctx) }, wg.Done)
+	// The scheduler's cache takes in each change before the engine, so a
+	// placement never sees an older pod or node than the run it is part of.
 	o.follow(ctx, "Pod", func(ev store.Event) {
+		o.places.event(ev)
 		if ev.Type == store.Deleted {
 			o.Engine.Forget(toRef(ev.Object.Ref()))
 			return
 		}
 		o.Engine.Submit(toObject(ev.Object))
-	}, func(objs []api.Object) { o.submitAll(ctx, objs) }, func() {})
+	}, func(objs []api.Object) {
+		o.places.list("Pod", objs)
+		o.submitAll(ctx, objs)
+	}, func() {})
 }
 
 // submitAll gives the engine a listed kind, with the runs recorded for

@@ -1,111 +1,287 @@
-// Package scheduler places pods on nodes: the built-in controller
-// "scheduler", whose step schedule runs between admitted and scheduled and
-// writes status.node.
-//
-// The core, Place, is pure: it takes a snapshot of nodes and of what is
-// already placed on them and returns a decision or the reasons, per node,
-// why none fits. This first version filters by readiness, cordon and
-// resources and prefers the node with the most free memory; a pod keeps its
-// node while that node exists.
 package scheduler
 
 import (
+	"errors"
 	"fmt"
-	"sort"
-	"strings"
 	"time"
 
-	"skiff.dev/skiff/api/quantity"
+	"skiff.dev/skiff/api"
 )
+
+// HeartbeatTimeout is how old a node's heartbeat may be for it to be ready.
+const HeartbeatTimeout = 40 * time.Second
+
+// Resources are amounts nodes have and pods hold.
+type Resources struct {
+	CPUMilli    int64
+	MemoryBytes int64
+	Pods        int64
+}
 
 // Node is what placement needs to know of a node.
 type Node struct {
 	Name          string
-	Ready         bool
-	NotReady      string // why not, grouped in explanations; default "not ready"
-	Unschedulable bool
-	CPUMilli      int64 // capacity
-	MemoryBytes   int64
-	UsedCPU       int64 // requested by pods placed there
-	UsedMemory    int64
+	Labels        map[string]string
+	Taints        []api.Taint
+	Unschedulable bool      // cordoned
+	Heartbeat     time.Time // the agent's last heartbeat; zero if none
+	Network       string    // status.network: "ready" once the node's readiness run programmed it
+	Capacity      Resources // Pods 0: no limit on the number of pods
+	Used          Resources // held by the pods placed there
+}
+
+// NotReady says why the node takes no new pods at now, or "" if it does:
+// it must have sent a heartbeat within HeartbeatTimeout and have its
+// network ready.
+func (n *Node) NotReady(now time.Time) string {
+	switch {
+	case !n.Heartbeat.After(now.Add(-HeartbeatTimeout)):
+		return "not ready: no recent heartbeat"
+	case n.Network != "ready":
+		return "network not ready"
+	}
+	return ""
 }
 
 // Request is what a pod asks for.
 type Request struct {
 	CPUMilli    int64
 	MemoryBytes int64
-	Current     string // the node it is on, if any
+	Placement   api.Placement
+	// Current is the node the pod is on, if any; Held is what it holds
+	// there, already counted in that node's Used.
+	Current string
+	Held    Resources
 }
 
-// Place picks a node for a request, or explains why none fits, grouping
-// nodes by reason: "2 nodes: not ready; 1 node: insufficient memory (needs
-// 2Gi, max free 1Gi)".
-func Place(req Request, nodes []Node) (string, error) {
+// Cluster is a read-only view of the nodes and what is placed on them.
+type Cluster struct {
+	Nodes []Node
+	// Index maps node names to their position in Nodes; Place builds it
+	// when nil.
+	Index map[string]int
+	// Group counts, by node name, the pods of the request's group placed
+	// there: the pods of its namespace with exactly its labels. Only
+	// placement.spread uses it.
+	Group map[string]int
+	// Domains is Group summed by the value of the nodes' spread label, for
+	// callers that keep it up to date; Place computes it from Group when
+	// nil.
+	Domains map[string]int
+	Now     time.Time
+}
+
+// ErrNoNodes is returned when the cluster has no nodes at all.
+var ErrNoNodes = errors.New("no nodes: start an agent (skiff token create --node NAME prints how)")
+
+// Place picks a node for a request, or explains why none fits. A request
+// with a Current node still in the cluster gets that node back, or an error
+// saying what of the pod no longer fits there; it is never moved.
+func Place(req Request, c Cluster) (string, error) {
+	if c.Index == nil {
+		c.Index = make(map[string]int, len(c.Nodes))
+		for i := range c.Nodes {
+			c.Index[c.Nodes[i].Name] = i
+		}
+	}
 	if req.Current != "" {
-		for _, n := range nodes {
-			if n.Name == req.Current {
-				return n.Name, nil // a placed pod keeps its node and reservation
-			}
+		if i, ok := c.Index[req.Current]; ok {
+			return req.Current, stay(&req, &c.Nodes[i])
 		}
 	}
-	if len(nodes) == 0 {
-		return "", fmt.Errorf("no nodes: start an agent (skiff token create --node NAME prints how)")
+	if len(c.Nodes) == 0 {
+		return "", ErrNoNodes
 	}
-	reasons := map[string]int{}
-	var fit []Node
-	var maxFreeMem, maxFreeCPU int64
-	for _, n := range nodes {
-		freeMem, freeCPU := n.MemoryBytes-n.UsedMemory, n.CPUMilli-n.UsedCPU
-		switch {
-		case !n.Ready:
-			why := n.NotReady
-			if why == "" {
-				why = "not ready"
-			}
-			reasons[why]++
-			continue
-		case n.Unschedulable:
-			reasons["cordoned"]++
+	p := newPlan(&req, &c)
+	var best candidate
+	found := false
+	for i := range c.Nodes {
+		n := &c.Nodes[i]
+		if p.verdict(n) != fits {
 			continue
 		}
-		maxFreeMem, maxFreeCPU = max(maxFreeMem, freeMem), max(maxFreeCPU, freeCPU)
-		switch {
-		case req.MemoryBytes > freeMem:
-			reasons["insufficient memory"]++
-		case req.CPUMilli > freeCPU:
-			reasons["insufficient cpu"]++
-		default:
-			fit = append(fit, n)
+		if x := p.candidate(n); !found || p.better(&x, &best) {
+			best, found = x, true
 		}
 	}
-	if len(fit) == 0 {
-		var parts []string
-		for r, count := range reasons {
-			detail := ""
-			switch r {
-			case "insufficient memory":
-				detail = fmt.Sprintf(" (needs %s, max free %s)", quantity.FormatBytes(req.MemoryBytes), quantity.FormatBytes(max(maxFreeMem, 0)))
-			case "insufficient cpu":
-				detail = fmt.Sprintf(" (needs %s, max free %s)", quantity.FormatCPU(req.CPUMilli), quantity.FormatCPU(max(maxFreeCPU, 0)))
-			}
-			noun := "nodes"
-			if count == 1 {
-				noun = "node"
-			}
-			parts = append(parts, fmt.Sprintf("%d %s: %s%s", count, noun, r, detail))
-		}
-		sort.Strings(parts)
-		return "", fmt.Errorf("no node fits: %s", strings.Join(parts, "; "))
+	if !found {
+		return "", p.explain(c.Nodes)
 	}
-	sort.Slice(fit, func(i, j int) bool {
-		fi, fj := fit[i].MemoryBytes-fit[i].UsedMemory, fit[j].MemoryBytes-fit[j].UsedMemory
-		if fi != fj {
-			return fi > fj
-		}
-		return fit[i].Name < fit[j].Name
-	})
-	return fit[0].Name, nil
+	return best.n.Name, nil
 }
 
-// HeartbeatTimeout is how old a node's heartbeat may be for it to be ready.
-const HeartbeatTimeout = 40 * time.Second
+// verdict is the first filter a node fails, in filter order.
+type verdict uint8
+
+const (
+	fits verdict = iota
+	notReady
+	cordoned
+	selectorMismatch
+	taintNotTolerated
+	tooManyPods
+	noMemory
+	noCPU
+)
+
+type labelPair struct{ key, value string }
+
+// plan is one placement's request, prepared for the per-node loop.
+type plan struct {
+	req      *Request
+	cutoff   time.Time   // heartbeats after it are recent
+	selector []labelPair // sorted by key, so explanations name the same one
+	binpack  bool
+	spread   string         // node label to spread over, or ""
+	domain   map[string]int // spread label value → pods of the group
+}
+
+func newPlan(req *Request, c *Cluster) *plan {
+	p := &plan{req: req, cutoff: c.Now.Add(-HeartbeatTimeout), binpack: req.Placement.Score == api.ScoreBinpack,
+		spread: req.Placement.Spread, selector: sortedSelector(req.Placement.NodeSelector)}
+	if p.spread != "" {
+		p.domain = c.Domains
+		if p.domain == nil {
+			p.domain = Domains(c.Nodes, c.Index, c.Group, p.spread)
+		}
+	}
+	return p
+}
+
+// Domains sums a group's pods, counted by node name, by the value of the
+// nodes' label key; nodes without it, or not in nodes, do not count.
+func Domains(nodes []Node, index map[string]int, group map[string]int, key string) map[string]int {
+	d := map[string]int{}
+	for name, count := range group {
+		if i, ok := index[name]; ok {
+			if v, ok := nodes[i].Labels[key]; ok {
+				d[v] += count
+			}
+		}
+	}
+	return d
+}
+
+// verdict runs the filters; it is the hot loop of a placement and does
+// not allocate.
+func (p *plan) verdict(n *Node) verdict {
+	switch {
+	case !n.Heartbeat.After(p.cutoff) || n.Network != "ready":
+		return notReady
+	case n.Unschedulable:
+		return cordoned
+	}
+	for _, s := range p.selector {
+		if v, ok := n.Labels[s.key]; !ok || v != s.value {
+			return selectorMismatch
+		}
+	}
+	for _, t := range n.Taints {
+		if !tolerated(p.req.Placement.Tolerations, t) {
+			return taintNotTolerated
+		}
+	}
+	switch {
+	case n.Capacity.Pods > 0 && n.Used.Pods >= n.Capacity.Pods:
+		return tooManyPods
+	case p.req.MemoryBytes > n.Capacity.MemoryBytes-n.Used.MemoryBytes:
+		return noMemory
+	case p.req.CPUMilli > n.Capacity.CPUMilli-n.Used.CPUMilli:
+		return noCPU
+	}
+	return fits
+}
+
+func tolerated(tols []api.Toleration, t api.Taint) bool {
+	for _, tl := range tols {
+		if tl.Tolerates(t) {
+			return true
+		}
+	}
+	return false
+}
+
+// score is how allocated the node would be with the pod: the larger of
+// its cpu and memory fractions.
+func (p *plan) score(n *Node) float64 {
+	return max(fraction(n.Used.CPUMilli+p.req.CPUMilli, n.Capacity.CPUMilli),
+		fraction(n.Used.MemoryBytes+p.req.MemoryBytes, n.Capacity.MemoryBytes))
+}
+
+func fraction(used, capacity int64) float64 {
+	if capacity <= 0 {
+		return 0
+	}
+	return float64(used) / float64(capacity)
+}
+
+// candidate is a node that fits, with what ranks it.
+type candidate struct {
+	n        *Node
+	labelled bool    // has the spread label
+	group    int     // pods of the group on the spread label's value
+	score    float64 // how allocated the node would be with the pod
+}
+
+func (p *plan) candidate(n *Node) candidate {
+	x := candidate{n: n, score: p.score(n)}
+	if p.spread != "" {
+		var v string
+		v, x.labelled = n.Labels[p.spread]
+		if x.labelled && len(p.domain) > 0 {
+			x.group = p.domain[v]
+		}
+	}
+	return x
+}
+
+// better reports whether a ranks before b.
+func (p *plan) better(a, b *candidate) bool {
+	if a.labelled != b.labelled {
+		return a.labelled // nodes without the spread label only when no labelled node fits
+	}
+	if a.group != b.group {
+		return a.group < b.group
+	}
+	if a.score != b.score {
+		return a.score < b.score != p.binpack
+	}
+	if a.n.Used.Pods != b.n.Used.Pods {
+		return a.n.Used.Pods < b.n.Used.Pods != p.binpack
+	}
+	return a.n.Name < b.n.Name
+}
+
+// stay checks that a placed pod still fits its node: that the node matches
+// its selector and tolerations, and has room for what its request grew by.
+// The node's readiness and cordon do not matter: the pod is there already.
+func stay(req *Request, n *Node) error {
+	hint := "change spec.placement back or delete the pod to place it elsewhere"
+	why := selectorMismatchText(sortedSelector(req.Placement.NodeSelector), n)
+	if why == "" {
+		for _, t := range n.Taints {
+			if !tolerated(req.Placement.Tolerations, t) {
+				why = "taint " + t.String() + " not tolerated"
+				hint = "tolerate it in spec.placement.tolerations or delete the pod to place it elsewhere"
+				break
+			}
+		}
+	}
+	if why != "" {
+		return fmt.Errorf("node %s no longer matches the pod: %s; it stays on %s: %s", n.Name, why, n.Name, hint)
+	}
+	const lower = "lower the request or delete the pod to place it elsewhere"
+	if req.MemoryBytes > req.Held.MemoryBytes {
+		if free := n.Capacity.MemoryBytes - n.Used.MemoryBytes + req.Held.MemoryBytes; req.MemoryBytes > free {
+			return fmt.Errorf("pod needs %s memory but node %s has %s free; it stays on %s: %s",
+				formatBytes(req.MemoryBytes), n.Name, formatBytes(free), n.Name, lower)
+		}
+	}
+	if req.CPUMilli > req.Held.CPUMilli {
+		if free := n.Capacity.CPUMilli - n.Used.CPUMilli + req.Held.CPUMilli; req.CPUMilli > free {
+			return fmt.Errorf("pod needs %s cpu but node %s has %s free; it stays on %s: %s",
+				formatCPU(req.CPUMilli), n.Name, formatCPU(free), n.Name, lower)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,404 @@
+package server
+
+import (
+	"context"
+	"maps"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"skiff.dev/skiff/api"
+	"skiff.dev/skiff/controllers/scheduler"
+	"skiff.dev/skiff/store"
+)
+
+// assumeTTL is how long a placement the store has not confirmed yet holds
+// its node. The step's write follows within milliseconds; a placement
+// whose write was refused or superseded is forgotten after this.
+const assumeTTL = 2 * time.Minute
+
+// placeCache is the scheduler's view of the cluster, kept in memory from
+// the orchestrator's Node and Pod watches so that a placement reads no
+// etcd: each node's labels, taints, cordon, readiness and capacity, and
+// what the pods placed on it hold.
+//
+// A pod's hold on a node:
+//
+//	none ──schedule step picks n──▶ assumed on n ──store shows n──▶ held on n
+//	                                     │                              │
+//	                   assumeTTL passes, │            status.node moves │
+//	                   store shows no n  ▼                              ▼
+//	                          as the store says               held where it says
+//
+// An assumed hold counts at once, so a burst of placements spreads before
+// the store has confirmed any of them. A pod holds its request as of its
+// last placement: a pod whose request grew is held at the larger amount
+// only once the schedule step found room for it (a step that failed leaves
+// it running as it was).
+type placeCache struct {
+	now func() time.Time
+
+	mu     sync.Mutex                     // guards all below
+	nodes  []scheduler.Node               // in any order
+	index  map[string]int                 // node name → position in nodes
+	usage  map[string]scheduler.Resources // node name → held by pods, whether or not the node exists
+	pods   map[podKey]*podHold
+	groups map[string]map[string]int // group → node → pods of the group held there
+	// spreads sums groups by node label values, for the label keys pods
+	// spread over: group → key → value → pods. Built on first use, kept
+	// up as pods come and go, dropped when nodes come, go or relabel.
+	spreads map[string]map[string]map[string]int
+	assumed []assumption    // oldest first; some long confirmed
+	listed  map[string]bool // kinds loaded once
+	synced  chan struct{}   // closed once Node and Pod are loaded
+}
+
+type podKey struct{ ns, name string }
+
+// podHold is what the cache knows of one pod.
+type podHold struct {
+	group     string              // groupOf its namespace and labels
+	req       scheduler.Resources // what its spec asks now
+	stored    string              // status.node as last seen in the store
+	node      string              // where it holds, or ""
+	held      scheduler.Resources // what it holds there
+	assumedAt time.Time           // non-zero while node is a placement the store has not shown yet
+}
+
+type assumption struct {
+	pod podKey
+	at  time.Time
+}
+
+func newPlaceCache() *placeCache {
+	return &placeCache{now: time.Now, index: map[string]int{}, usage: map[string]scheduler.Resources{},
+		pods: map[podKey]*podHold{}, groups: map[string]map[string]int{}, spreads: map[string]map[string]map[string]int{},
+		listed: map[string]bool{},
+		synced: make(chan struct{})}
+}
+
+// wait returns once nodes and pods have been loaded, so that no pod is
+// placed, or moved, on a partial view.
+func (c *placeCache) wait(ctx context.Context) error {
+	select {
+	case <-c.synced:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// event applies a Node or Pod store event.
+func (c *placeCache) event(ev store.Event) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	o := &ev.Object
+	switch {
+	case o.Kind == "Node" && ev.Type == store.Deleted:
+		c.removeNodeLocked(o.Name)
+	case o.Kind == "Node":
+		c.setNodeLocked(o)
+	case o.Kind == "Pod" && ev.Type == store.Deleted:
+		c.removePodLocked(podKey{o.Namespace, o.Name})
+	case o.Kind == "Pod":
+		c.setPodLocked(o, c.now())
+	}
+}
+
+// list replaces what the cache knows of a kind with a fresh list of it.
+func (c *placeCache) list(kind string, objs []api.Object) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch kind {
+	case "Node":
+		c.nodes, c.index = c.nodes[:0], map[string]int{}
+		for i := range objs {
+			c.setNodeLocked(&objs[i])
+		}
+	case "Pod":
+		now := c.now()
+		seen := make(map[podKey]bool, len(objs))
+		for i := range objs {
+			c.setPodLocked(&objs[i], now)
+			seen[podKey{objs[i].Namespace, objs[i].Name}] = true
+		}
+		for k := range c.pods {
+			if !seen[k] {
+				c.removePodLocked(k)
+			}
+		}
+	}
+	c.listed[kind] = true
+	if c.listed["Node"] && c.listed["Pod"] {
+		select {
+		case <-c.synced:
+		default:
+			close(c.synced)
+		}
+	}
+}
+
+// place runs the scheduler for one pod and, when it picks a node other
+// than the one the pod is on, holds that node for it at once.
+func (c *placeCache) place(ns, name, group string, req scheduler.Request) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	c.expireLocked(now)
+	k := podKey{ns, name}
+	h := c.pods[k]
+	if h == nil { // not seen in the store yet
+		h = &podHold{group: group}
+		c.pods[k] = h
+	}
+	if req.Current == "" {
+		c.releaseLocked(h) // placed anew: an earlier placement no longer counts
+	} else if h.node == req.Current {
+		req.Held = h.held
+	}
+	view := scheduler.Cluster{Nodes: c.nodes, Index: c.index, Group: c.groups[h.group], Now: now}
+	if key := req.Placement.Spread; key != "" {
+		view.Domains = c.domainsLocked(h.group, key)
+	}
+	node, err := scheduler.Place(req, view)
+	if err != nil {
+		return "", err
+	}
+	c.releaseLocked(h)
+	c.holdLocked(h, node, scheduler.Resources{CPUMilli: req.CPUMilli, MemoryBytes: req.MemoryBytes, Pods: 1})
+	if h.stored != node {
+		h.assumedAt = now
+		c.assumed = append(c.assumed, assumption{k, now})
+	}
+	return node, nil
+}
+
+// setPodLocked takes in a pod as the store shows it.
+func (c *placeCache) setPodLocked(o *api.Object, now time.Time) {
+	k := podKey{o.Namespace, o.Name}
+	h := c.pods[k]
+	if h == nil {
+		h = &podHold{}
+		c.pods[k] = h
+	}
+	group := groupOf(o.Namespace, o.Labels)
+	spec, _ := o.Spec["containers"].([]any)
+	h.req = podDemand(spec)
+	h.stored, _ = o.Status["node"].(string)
+	inFlight := !h.assumedAt.IsZero() && h.stored == "" && now.Sub(h.assumedAt) < assumeTTL
+	switch {
+	case inFlight || h.node != "" && h.node == h.stored:
+		// Our placement, not written yet, or the node it holds.
+		if h.node == h.stored {
+			h.assumedAt = time.Time{}
+		}
+		if group != h.group {
+			node, held := h.node, h.held
+			c.releaseLocked(h)
+			h.group = group
+			c.holdLocked(h, node, held)
+		}
+	default:
+		// New to the cache, unplaced, or placed elsewhere than we thought:
+		// the store wins, and the pod holds what it asks.
+		c.releaseLocked(h)
+		h.group, h.assumedAt = group, time.Time{}
+		if h.stored != "" {
+			c.holdLocked(h, h.stored, h.req)
+		}
+	}
+}
+
+func (c *placeCache) removePodLocked(k podKey) {
+	if h := c.pods[k]; h != nil {
+		c.releaseLocked(h)
+		delete(c.pods, k)
+	}
+}
+
+// expireLocked forgets placements the store has not shown within
+// assumeTTL: the pod holds again what the store says.
+func (c *placeCache) expireLocked(now time.Time) {
+	n := 0
+	for n < len(c.assumed) && now.Sub(c.assumed[n].at) >= assumeTTL {
+		a := c.assumed[n]
+		n++
+		h := c.pods[a.pod]
+		if h == nil || !h.assumedAt.Equal(a.at) {
+			continue // confirmed, replaced or gone
+		}
+		h.assumedAt = time.Time{}
+		if h.node != h.stored {
+			c.releaseLocked(h)
+			if h.stored != "" {
+				c.holdLocked(h, h.stored, h.req)
+			}
+		}
+	}
+	if n > 0 {
+		c.assumed = append(c.assumed[:0], c.assumed[n:]...)
+	}
+}
+
+// holdLocked makes h hold amount on node; h must hold nothing.
+func (c *placeCache) holdLocked(h *podHold, node string, amount scheduler.Resources) {
+	if node == "" {
+		return
+	}
+	h.node, h.held = node, amount
+	c.addLocked(node, h.group, amount, 1)
+}
+
+// releaseLocked frees what h holds.
+func (c *placeCache) releaseLocked(h *podHold) {
+	if h.node == "" {
+		return
+	}
+	c.addLocked(h.node, h.group, h.held, -1)
+	h.node, h.held = "", scheduler.Resources{}
+}
+
+func (c *placeCache) addLocked(node, group string, r scheduler.Resources, sign int64) {
+	u := c.usage[node]
+	u.CPUMilli += sign * r.CPUMilli
+	u.MemoryBytes += sign * r.MemoryBytes
+	u.Pods += sign * r.Pods
+	if u == (scheduler.Resources{}) {
+		delete(c.usage, node)
+	} else {
+		c.usage[node] = u
+	}
+	if i, ok := c.index[node]; ok {
+		c.nodes[i].Used = u
+	}
+	if i, ok := c.index[node]; ok {
+		for key, d := range c.spreads[group] {
+			if v, ok := c.nodes[i].Labels[key]; ok {
+				if d[v] += int(sign); d[v] <= 0 {
+					delete(d, v)
+				}
+			}
+		}
+	}
+	g := c.groups[group]
+	if g == nil {
+		g = map[string]int{}
+		c.groups[group] = g
+	}
+	g[node] += int(sign)
+	if g[node] <= 0 {
+		delete(g, node)
+		if len(g) == 0 {
+			delete(c.groups, group)
+			delete(c.spreads, group)
+		}
+	}
+}
+
+// domainsLocked returns a group's pods by the value of node label key.
+func (c *placeCache) domainsLocked(group, key string) map[string]int {
+	if len(c.groups[group]) == 0 {
+		return map[string]int{}
+	}
+	byKey := c.spreads[group]
+	if byKey == nil {
+		byKey = map[string]map[string]int{}
+		c.spreads[group] = byKey
+	}
+	d := byKey[key]
+	if d == nil {
+		d = scheduler.Domains(c.nodes, c.index, c.groups[group], key)
+		byKey[key] = d
+	}
+	return d
+}
+
+// setNodeLocked takes in a node as the store shows it.
+func (c *placeCache) setNodeLocked(o *api.Object) {
+	n := scheduler.Node{Name: o.Name, Labels: o.Labels, Used: c.usage[o.Name]}
+	if spec, err := api.DecodeSpecAs[api.NodeSpec](o); err == nil {
+		n.Unschedulable, n.Taints = spec.Unschedulable, spec.Taints
+	}
+	capacity, _ := o.Status["capacity"].(map[string]any)
+	n.Capacity = scheduler.Resources{CPUMilli: number(capacity["cpuMilli"]),
+		MemoryBytes: number(capacity["memoryBytes"]), Pods: number(capacity["pods"])}
+	if hb, ok := o.Status["heartbeat"].(string); ok {
+		n.Heartbeat, _ = time.Parse(time.RFC3339Nano, hb)
+	}
+	n.Network, _ = o.Status["network"].(string)
+	if i, ok := c.index[o.Name]; ok {
+		if !maps.Equal(c.nodes[i].Labels, n.Labels) {
+			clear(c.spreads)
+		}
+		c.nodes[i] = n
+		return
+	}
+	clear(c.spreads)
+	c.index[o.Name] = len(c.nodes)
+	c.nodes = append(c.nodes, n)
+}
+
+func (c *placeCache) removeNodeLocked(name string) {
+	i, ok := c.index[name]
+	if !ok {
+		return
+	}
+	last := len(c.nodes) - 1
+	if i != last {
+		c.nodes[i] = c.nodes[last]
+		c.index[c.nodes[i].Name] = i
+	}
+	c.nodes[last] = scheduler.Node{}
+	c.nodes = c.nodes[:last]
+	delete(c.index, name)
+	clear(c.spreads)
+}
+
+// groupOf names a pod's group for spreading: the pods of one namespace
+// with exactly the same labels, such as a PinnedDeployment's replicas.
+func groupOf(ns string, labels map[string]string) string {
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	b.WriteString(ns)
+	for _, k := range keys {
+		b.WriteByte(0)
+		b.WriteString(k)
+		b.WriteByte('=')
+		b.WriteString(labels[k])
+	}
+	return b.String()
+}
+
+// podDemand sums the resources of a pod's containers, as stored.
+func podDemand(containers []any) scheduler.Resources {
+	r := scheduler.Resources{Pods: 1}
+	for _, c := range containers {
+		cm, _ := c.(map[string]any)
+		res, _ := cm["resources"].(map[string]any)
+		if s, ok := res["cpu"].(string); ok {
+			r.CPUMilli += api.CPU(s).Milli()
+		}
+		if s, ok := res["memory"].(string); ok {
+			r.MemoryBytes += api.Memory(s).Bytes()
+		}
+	}
+	return r
+}
+
+// number reads a JSON number of a status.
+func number(v any) int64 {
+	switch x := v.(type) {
+	case float64:
+		return int64(x)
+	case int:
+		return int64(x)
+	case int64:
+		return x
+	}
+	return 0
+}
