@@ -34,9 +34,10 @@ type ScheduleOptions struct {
 	// sim.DefaultHeartbeat.
 	Heartbeat time.Duration
 	// Profile, if set, is a directory where profiles of this process
-	// (server, etcd, simulator and bench clients) are written: cpu.pprof,
-	// mutex.pprof and block.pprof from the first create until every pod
-	// runs, heap.pprof at the end.
+	// (server, etcd, simulator and bench clients) are written:
+	// nodes-cpu.pprof while the nodes join; cpu.pprof, mutex.pprof and
+	// block.pprof from the first create until every pod runs; heap.pprof
+	// at the end.
 	Profile string
 	// Log, if set, gets the server's and the simulator's log.
 	Log io.Writer
@@ -115,6 +116,13 @@ func Schedule(ctx context.Context, w io.Writer, o ScheduleOptions) (err error) {
 	if err != nil {
 		return err
 	}
+	var stopNodesProfile func()
+	if o.Profile != "" {
+		if stopNodesProfile, err = startCPUProfile(o.Profile, "nodes-cpu.pprof"); err != nil {
+			return err
+		}
+		defer stopNodesProfile()
+	}
 	simCtx, stopSim := context.WithCancel(ctx)
 	simErr := make(chan error, 1)
 	nodesStart := time.Now()
@@ -125,6 +133,9 @@ func Schedule(ctx context.Context, w io.Writer, o ScheduleOptions) (err error) {
 		return err
 	}
 	nodesReady := time.Since(nodesStart)
+	if stopNodesProfile != nil {
+		stopNodesProfile()
+	}
 	fmt.Fprintf(w, "%d nodes ready in %.1f s; creating %d pods…\n", o.Nodes, nodesReady.Seconds(), o.Pods)
 
 	l, err := admin.List(ctx, "Pod", "", "")
@@ -137,12 +148,12 @@ func Schedule(ctx context.Context, w io.Writer, o ScheduleOptions) (err error) {
 	watchErr := make(chan error, 1)
 	go func() { watchErr <- admin.Watch(watchCtx, "Pod", "", l.Revision, pw.event) }()
 
+	stopCPU := func() {}
 	if o.Profile != "" {
-		stop, err := startProfiles(o.Profile)
-		if err != nil {
+		if stopCPU, err = startProfiles(o.Profile); err != nil {
 			return err
 		}
-		defer stop()
+		defer stopCPU()
 	}
 	// Creators: Clients goroutines over a few connections, as many
 	// operators' tools would be.
@@ -207,7 +218,7 @@ wait:
 	}
 	allRunning := time.Since(createStart)
 	if o.Profile != "" {
-		if err := stopProfiles(o.Profile); err != nil {
+		if err := stopProfiles(o.Profile, stopCPU); err != nil {
 			return err
 		}
 	}
@@ -257,13 +268,13 @@ wait:
 	return nil
 }
 
-// startProfiles starts the CPU profile into dir/cpu.pprof and samples
-// mutex contention and blocking; stopProfiles writes them.
-func startProfiles(dir string) (stop func(), err error) {
+// startCPUProfile starts a CPU profile into dir/name; stop may be called
+// more than once.
+func startCPUProfile(dir, name string) (stop func(), err error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	f, err := os.Create(filepath.Join(dir, "cpu.pprof"))
+	f, err := os.Create(filepath.Join(dir, name))
 	if err != nil {
 		return nil, err
 	}
@@ -271,13 +282,24 @@ func startProfiles(dir string) (stop func(), err error) {
 		f.Close()
 		return nil, err
 	}
-	runtime.SetMutexProfileFraction(10)
-	runtime.SetBlockProfileRate(int(time.Millisecond))
-	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+	var once sync.Once
+	return func() { once.Do(func() { pprof.StopCPUProfile(); f.Close() }) }, nil
 }
 
-func stopProfiles(dir string) error {
-	pprof.StopCPUProfile()
+// startProfiles starts the CPU profile into dir/cpu.pprof and samples
+// mutex contention and blocking; stopProfiles writes them.
+func startProfiles(dir string) (stop func(), err error) {
+	stop, err = startCPUProfile(dir, "cpu.pprof")
+	if err != nil {
+		return nil, err
+	}
+	runtime.SetMutexProfileFraction(10)
+	runtime.SetBlockProfileRate(int(time.Millisecond))
+	return stop, nil
+}
+
+func stopProfiles(dir string, stopCPU func()) error {
+	stopCPU()
 	runtime.SetMutexProfileFraction(0)
 	runtime.SetBlockProfileRate(0)
 	for _, name := range []string{"mutex", "block", "heap"} {
