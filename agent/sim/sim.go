@@ -89,6 +89,7 @@ type Sim struct {
 	per  map[string]int    // node → pods started on it; guarded by mu
 
 	registered atomic.Int64
+	isReg      []atomic.Bool // by node number: registered, so it heartbeats
 	done       sync.Map // step → *atomic.Int64, items completed
 	failed     atomic.Int64
 	beats      atomic.Int64
@@ -127,7 +128,7 @@ func New(o Options) (*Sim, error) {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	s := &Sim{o: o, pods: map[string]string{}, per: map[string]int{}, ready: make(chan struct{})}
+	s := &Sim{o: o, pods: map[string]string{}, per: map[string]int{}, ready: make(chan struct{}), isReg: make([]atomic.Bool, o.Nodes+1)}
 	for range o.Conns {
 		c, err := client.New(o.Config)
 		if err != nil {
@@ -179,20 +180,24 @@ func (s *Sim) Run(ctx context.Context) error {
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	// Work is taken from the start: nodes' readiness runs begin as soon as
-	// they are registered.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // before the wait: a failed registration stops the rest
+	// Work is taken, and registered nodes heartbeat, from the start: a
+	// node's readiness run begins as soon as it is registered, and the
+	// first nodes must not go stale while the last register.
 	items := make(chan workflow.WorkItem, s.o.Batch)
-	wg.Add(1 + s.o.Workers)
+	wg.Add(2 + s.o.Workers)
 	go func() { defer wg.Done(); s.takeLoop(ctx, items) }()
 	for range s.o.Workers {
 		go func() { defer wg.Done(); s.workLoop(ctx, items) }()
 	}
+	go func() { defer wg.Done(); s.heartbeatLoop(ctx) }()
 	if err := s.register(ctx); err != nil {
 		return err
 	}
 	close(s.ready)
 	s.o.Log.Info("simulated nodes registered", "nodes", s.o.Nodes, "prefix", s.o.Prefix)
-	s.heartbeatLoop(ctx)
+	<-ctx.Done()
 	return nil
 }
 
@@ -216,12 +221,16 @@ func (s *Sim) register(ctx context.Context) error {
 		labels[k] = v
 	}
 	next := make(chan int)
+	var refused atomic.Bool // the server refused a registration: no use trying the rest
 	var wg sync.WaitGroup
 	for range s.o.Workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := range next {
+				if refused.Load() {
+					continue
+				}
 				name := s.Node(i)
 				node := api.Object{Kind: "Node", Name: name, Labels: labels, Spec: existing[name].Spec}
 				for ctx.Err() == nil {
@@ -232,11 +241,13 @@ func (s *Sim) register(ctx context.Context) error {
 					}
 					if err == nil {
 						s.registered.Add(1)
+						s.isReg[i].Store(true)
 						break
 					}
 					s.o.Log.Warn("register node", "node", name, "err", err)
 					if client.IsCode(err, "forbidden") || client.IsCode(err, "unauthenticated") {
-						return
+						refused.Store(true)
+						break
 					}
 					sleep(ctx, time.Second)
 				}
@@ -274,9 +285,9 @@ func (s *Sim) status(node string, full bool) map[string]any {
 	return st
 }
 
-// heartbeatLoop reports every node once per period, node i at offset
-// (i-1)·period/N, with at most Workers reports in flight: a server slower
-// than that delays beats rather than piling them up.
+// heartbeatLoop reports every registered node once per period, node i at
+// offset (i-1)·period/N, with at most Workers reports in flight: a server
+// slower than that delays beats rather than piling them up.
 func (s *Sim) heartbeatLoop(ctx context.Context) {
 	const tick = 50 * time.Millisecond
 	due := make(chan int, s.o.Workers)
@@ -287,6 +298,9 @@ func (s *Sim) heartbeatLoop(ctx context.Context) {
 		go func() {
 			defer wg.Done()
 			for i := range due {
+				if !s.isReg[i].Load() {
+					continue // reported when it registers
+				}
 				name := s.Node(i)
 				rctx, cancel := context.WithTimeout(ctx, s.o.Heartbeat)
 				err := s.client().PatchStatus(rctx, api.Ref{Kind: "Node", Name: name}, s.status(name, false))
