@@ -90,7 +90,7 @@ type Sim struct {
 
 	registered atomic.Int64
 	isReg      []atomic.Bool // by node number: registered, so it heartbeats
-	done       sync.Map // step → *atomic.Int64, items completed
+	done       sync.Map      // step → *atomic.Int64, items completed
 	failed     atomic.Int64
 	beats      atomic.Int64
 	ready      chan struct{} // closed once every node is registered
