@@ -215,21 +215,21 @@ func (o *Orchestrator) addressPod(ctx context.Context, item *workflow.WorkItem, 
 	if a, err := netip.ParseAddr(cur); err == nil && subnet.Contains(a) && o.addrs.hold(a.String(), self) {
 		return workflow.Result{} // keeps its address
 	}
-	pods, _, err := o.store.List(ctx, "Pod", "")
-	if err != nil {
+	// The addresses pods hold, from the watch-fed cache (listing every
+	// pod here made ipam the cluster's bottleneck), and those handed out
+	// lately, from the address book.
+	if err := o.places.wait(ctx); err != nil {
 		return workflow.Result{Err: err.Error()}
 	}
 	taken := map[netip.Addr]bool{}
-	for i := range pods {
-		p := &pods[i]
-		if a, err := netip.ParseAddr(str(p.Status["ip"])); err == nil && subnet.Contains(a) && p.Ref() != pod.Ref() {
-			taken[a] = true
-		}
-	}
 	for {
 		a, err := ipam.PodAddress(subnet, taken)
 		if err != nil {
 			return workflow.Result{Err: err.Error()}
+		}
+		if ns, name, held := o.places.ipHolder(a.String()); held && (ns != item.Namespace || name != item.Name) {
+			taken[a] = true
+			continue
 		}
 		if o.addrs.hold(a.String(), self) {
 			log("address", map[string]any{"ip": a.String(), "node": nodeName})

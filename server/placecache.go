@@ -44,6 +44,7 @@ type placeCache struct {
 	index  map[string]int                 // node name → position in nodes
 	usage  map[string]scheduler.Resources // node name → held by pods, whether or not the node exists
 	pods   map[podKey]*podHold
+	ips    map[string]podKey // status.ip → the pod holding it, for ipam
 	groups map[string]map[string]int // group → node → pods of the group held there
 	// spreads sums groups by node label values, for the label keys pods
 	// spread over: group → key → value → pods. Built on first use, kept
@@ -64,6 +65,7 @@ type podHold struct {
 	node      string              // where it holds, or ""
 	held      scheduler.Resources // what it holds there
 	assumedAt time.Time           // non-zero while node is a placement the store has not shown yet
+	ip        string              // status.ip as last seen in the store
 }
 
 type assumption struct {
@@ -73,7 +75,7 @@ type assumption struct {
 
 func newPlaceCache() *placeCache {
 	return &placeCache{now: time.Now, index: map[string]int{}, usage: map[string]scheduler.Resources{},
-		pods: map[podKey]*podHold{}, groups: map[string]map[string]int{}, spreads: map[string]map[string]map[string]int{},
+		pods: map[podKey]*podHold{}, ips: map[string]podKey{}, groups: map[string]map[string]int{}, spreads: map[string]map[string]map[string]int{},
 		listed: map[string]bool{},
 		synced: make(chan struct{})}
 }
@@ -182,6 +184,14 @@ func (c *placeCache) setPodLocked(o *api.Object, now time.Time) {
 		h = &podHold{}
 		c.pods[k] = h
 	}
+	if ip, _ := o.Status["ip"].(string); ip != h.ip {
+		if h.ip != "" && c.ips[h.ip] == k {
+			delete(c.ips, h.ip)
+		}
+		if h.ip = ip; ip != "" {
+			c.ips[ip] = k
+		}
+	}
 	group := groupOf(o.Namespace, o.Labels)
 	spec, _ := o.Spec["containers"].([]any)
 	h.req = podDemand(spec)
@@ -213,6 +223,9 @@ func (c *placeCache) setPodLocked(o *api.Object, now time.Time) {
 func (c *placeCache) removePodLocked(k podKey) {
 	if h := c.pods[k]; h != nil {
 		c.releaseLocked(h)
+		if h.ip != "" && c.ips[h.ip] == k {
+			delete(c.ips, h.ip)
+		}
 		delete(c.pods, k)
 	}
 }
@@ -401,4 +414,12 @@ func number(v any) int64 {
 		return x
 	}
 	return 0
+}
+
+// ipHolder tells which pod the store shows holding an address, if any.
+func (c *placeCache) ipHolder(ip string) (ns, name string, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k, ok := c.ips[ip]
+	return k.ns, k.name, ok
 }
