@@ -148,29 +148,29 @@ func (o *Orchestrator) allocateSubnet(ctx context.Context, item *workflow.WorkIt
 	if err != nil {
 		return workflow.Result{Err: err.Error()}
 	}
-	nodes, _, err := o.store.List(ctx, "Node", "")
+	// Its own subnet, if it has one that fits; the subnets other nodes
+	// hold come from the watch-fed cache (a list of every node per node
+	// made joining thousands of nodes quadratic).
+	node, err := o.store.Get(ctx, api.Ref{Kind: "Node", Name: item.Name})
 	if err != nil {
 		return workflow.Result{Err: err.Error()}
 	}
-	taken := map[netip.Prefix]bool{}
-	for i := range nodes {
-		n := &nodes[i]
-		p, err := netip.ParsePrefix(str(n.Status["podPrefix"]))
-		if err != nil {
-			continue
-		}
-		if n.Name == item.Name {
-			if cluster.Contains(p.Addr()) && p.Bits() == ipam.NodeBits && o.addrs.hold(p.String(), "node/"+n.Name) {
-				return workflow.Result{} // keeps its subnet
-			}
-			continue
-		}
-		taken[p] = true
+	if p, err := netip.ParsePrefix(str(node.Status["podPrefix"])); err == nil &&
+		cluster.Contains(p.Addr()) && p.Bits() == ipam.NodeBits && o.addrs.hold(p.String(), "node/"+item.Name) {
+		return workflow.Result{} // keeps its subnet
 	}
+	if err := o.places.wait(ctx); err != nil {
+		return workflow.Result{Err: err.Error()}
+	}
+	taken := map[netip.Prefix]bool{}
 	for {
 		p, err := ipam.NodeSubnet(cluster, taken)
 		if err != nil {
 			return workflow.Result{Err: err.Error()}
+		}
+		if holder, held := o.places.subnetHolder(p.String()); held && holder != item.Name {
+			taken[p] = true
+			continue
 		}
 		if o.addrs.hold(p.String(), "node/"+item.Name) {
 			log("subnet", map[string]any{"podPrefix": p.String()})

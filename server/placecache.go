@@ -45,6 +45,9 @@ type placeCache struct {
 	usage  map[string]scheduler.Resources // node name → held by pods, whether or not the node exists
 	pods   map[podKey]*podHold
 	ips    map[string]podKey // status.ip → the pod holding it, for ipam
+	// subnets maps each node's status.podPrefix to the node, for ipam.
+	subnets  map[string]string
+	subnetOf map[string]string // node → its status.podPrefix
 	groups map[string]map[string]int // group → node → pods of the group held there
 	// spreads sums groups by node label values, for the label keys pods
 	// spread over: group → key → value → pods. Built on first use, kept
@@ -75,7 +78,7 @@ type assumption struct {
 
 func newPlaceCache() *placeCache {
 	return &placeCache{now: time.Now, index: map[string]int{}, usage: map[string]scheduler.Resources{},
-		pods: map[podKey]*podHold{}, ips: map[string]podKey{}, groups: map[string]map[string]int{}, spreads: map[string]map[string]map[string]int{},
+		pods: map[podKey]*podHold{}, ips: map[string]podKey{}, subnets: map[string]string{}, subnetOf: map[string]string{}, groups: map[string]map[string]int{}, spreads: map[string]map[string]map[string]int{},
 		listed: map[string]bool{},
 		synced: make(chan struct{})}
 }
@@ -329,6 +332,12 @@ func (c *placeCache) domainsLocked(group, key string) map[string]int {
 
 // setNodeLocked takes in a node as the store shows it.
 func (c *placeCache) setNodeLocked(o *api.Object) {
+	if p, _ := o.Status["podPrefix"].(string); p != c.subnetOf[o.Name] {
+		c.dropSubnetLocked(o.Name)
+		if p != "" {
+			c.subnets[p], c.subnetOf[o.Name] = o.Name, p
+		}
+	}
 	n := scheduler.Node{Name: o.Name, Labels: o.Labels, Used: c.usage[o.Name]}
 	if spec, err := api.DecodeSpecAs[api.NodeSpec](o); err == nil {
 		n.Unschedulable, n.Taints = spec.Unschedulable, spec.Taints
@@ -352,7 +361,15 @@ func (c *placeCache) setNodeLocked(o *api.Object) {
 	c.nodes = append(c.nodes, n)
 }
 
+func (c *placeCache) dropSubnetLocked(node string) {
+	if old := c.subnetOf[node]; old != "" && c.subnets[old] == node {
+		delete(c.subnets, old)
+	}
+	delete(c.subnetOf, node)
+}
+
 func (c *placeCache) removeNodeLocked(name string) {
+	c.dropSubnetLocked(name)
 	i, ok := c.index[name]
 	if !ok {
 		return
@@ -422,4 +439,12 @@ func (c *placeCache) ipHolder(ip string) (ns, name string, ok bool) {
 	defer c.mu.Unlock()
 	k, ok := c.ips[ip]
 	return k.ns, k.name, ok
+}
+
+// subnetHolder tells which node the store shows holding a pod subnet.
+func (c *placeCache) subnetHolder(prefix string) (node string, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	node, ok = c.subnets[prefix]
+	return node, ok
 }
