@@ -39,16 +39,16 @@ const assumeTTL = 2 * time.Minute
 type placeCache struct {
 	now func() time.Time
 
-	mu     sync.Mutex                     // guards all below
-	nodes  []scheduler.Node               // in any order
-	index  map[string]int                 // node name → position in nodes
-	usage  map[string]scheduler.Resources // node name → held by pods, whether or not the node exists
-	pods   map[podKey]*podHold
-	ips    map[string]podKey // status.ip → the pod holding it, for ipam
+	mu    sync.Mutex                     // guards all below
+	nodes []scheduler.Node               // in any order
+	index map[string]int                 // node name → position in nodes
+	usage map[string]scheduler.Resources // node name → held by pods, whether or not the node exists
+	pods  map[podKey]*podHold
+	ips   map[string]podKey // status.ip → the pod holding it, for ipam
 	// subnets maps each node's status.podPrefix to the node, for ipam.
 	subnets  map[string]string
-	subnetOf map[string]string // node → its status.podPrefix
-	groups map[string]map[string]int // group → node → pods of the group held there
+	subnetOf map[string]string         // node → its status.podPrefix
+	groups   map[string]map[string]int // group → node → pods of the group held there
 	// spreads sums groups by node label values, for the label keys pods
 	// spread over: group → key → value → pods. Built on first use, kept
 	// up as pods come and go, dropped when nodes come, go or relabel.
