@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -896,6 +897,11 @@ func keepHostNetwork() (restore func()) {
 		}
 		if st.NFT == "" {
 			h.RemoveNode()
+		}
+		if len(st.Routes) == 0 {
+			// The agent's unreachable route for its pod /64 (pod routes
+			// went with their veths).
+			h.SyncRoutes(netip.Prefix{}, nil)
 		}
 	}
 }
