@@ -26,7 +26,6 @@ import (
 	"skiff.dev/skiff/agent/netns"
 	"skiff.dev/skiff/api"
 	"skiff.dev/skiff/client"
-	"skiff.dev/skiff/daemon"
 	"skiff.dev/skiff/test/testimage"
 )
 
@@ -131,29 +130,12 @@ func Pods(ctx context.Context, w io.Writer, o PodsOptions) (err error) {
 		return err
 	}
 
-	srvCtx, stopSrv := context.WithCancel(cleanCtx)
-	ready := make(chan daemon.Info, 1)
-	srvErr := make(chan error, 1)
-	go func() {
-		srvErr <- daemon.Run(srvCtx, daemon.Options{DataDir: filepath.Join(dir, "server"), Listen: "127.0.0.1:0",
-			Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Ready: func(i daemon.Info) { ready <- i }})
-	}()
-	defer func() { stopSrv(); <-srvErr }()
-	var info daemon.Info
-	select {
-	case info = <-ready:
-	case err := <-srvErr:
-		srvErr <- err
-		return fmt.Errorf("server: %w", err)
-	}
-	cfg, err := client.LoadConfig(info.ConfigPath)
+	srv, err := startServer(cleanCtx, filepath.Join(dir, "server"), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		return err
 	}
-	admin, err := client.New(cfg)
-	if err != nil {
-		return err
-	}
+	defer srv.stop()
+	info, cfg, admin := srv.info, srv.cfg, srv.admin
 
 	agentDir := filepath.Join(dir, "agent")
 	runtimeRoot := filepath.Join(agentDir, "runtime")

@@ -20,7 +20,6 @@ import (
 	"skiff.dev/skiff/agent/sim"
 	"skiff.dev/skiff/api"
 	"skiff.dev/skiff/client"
-	"skiff.dev/skiff/daemon"
 )
 
 // ScheduleOptions size the scheduling benchmark; zero values take the
@@ -80,29 +79,12 @@ func Schedule(ctx context.Context, w io.Writer, o ScheduleOptions) (err error) {
 	}
 	defer os.RemoveAll(dir)
 
-	srvCtx, stopSrv := context.WithCancel(context.WithoutCancel(ctx))
-	ready := make(chan daemon.Info, 1)
-	srvErr := make(chan error, 1)
-	go func() {
-		srvErr <- daemon.Run(srvCtx, daemon.Options{DataDir: filepath.Join(dir, "server"), Listen: "127.0.0.1:0",
-			Log: log.With("part", "server"), Ready: func(i daemon.Info) { ready <- i }})
-	}()
-	defer func() { stopSrv(); <-srvErr }()
-	var info daemon.Info
-	select {
-	case info = <-ready:
-	case err := <-srvErr:
-		srvErr <- err
-		return fmt.Errorf("server: %w", err)
-	}
-	cfg, err := client.LoadConfig(info.ConfigPath)
+	srv, err := startServer(context.WithoutCancel(ctx), filepath.Join(dir, "server"), log.With("part", "server"))
 	if err != nil {
 		return err
 	}
-	admin, err := client.New(cfg)
-	if err != nil {
-		return err
-	}
+	defer srv.stop()
+	cfg, admin := srv.cfg, srv.admin
 
 	// The simulated nodes, until every one is ready: registered, and its
 	// readiness run has written status.network.
