@@ -36,33 +36,50 @@ func EnsureNetwork(ctx context.Context, kv *clientv3.Client, prefix, podPrefix s
 		}
 		want = p
 	}
-	key := prefix + "/cluster/network"
-	resp, err := kv.Get(ctx, key)
+	n, found, err := readNetwork(ctx, kv, prefix)
 	if err != nil {
-		return ClusterNetwork{}, fmt.Errorf("read cluster network: %w", err)
+		return ClusterNetwork{}, err
 	}
-	if len(resp.Kvs) == 0 {
+	if !found {
 		if !want.IsValid() {
 			want = ipam.RandomULA()
 		}
 		b, _ := json.Marshal(ClusterNetwork{PodPrefix: want.String()})
 		// Only the first server to get here decides.
+		key := prefix + networkKey
 		if _, err := kv.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
 			Then(clientv3.OpPut(key, string(b))).Commit(); err != nil {
 			return ClusterNetwork{}, fmt.Errorf("store cluster network: %w", err)
 		}
-		if resp, err = kv.Get(ctx, key); err != nil {
-			return ClusterNetwork{}, fmt.Errorf("read cluster network: %w", err)
+		if n, _, err = readNetwork(ctx, kv, prefix); err != nil {
+			return ClusterNetwork{}, err
 		}
-	}
-	var n ClusterNetwork
-	if err := json.Unmarshal(resp.Kvs[0].Value, &n); err != nil {
-		return ClusterNetwork{}, fmt.Errorf("cluster network record damaged: %v", err)
 	}
 	if want.IsValid() && n.PodPrefix != want.String() {
 		return ClusterNetwork{}, fmt.Errorf("--pod-prefix %s: this cluster already uses pod prefix %s, which cannot change once pods have addresses from it (leave --pod-prefix out)", want, n.PodPrefix)
 	}
 	return n, nil
+}
+
+const networkKey = "/cluster/network"
+
+// readNetwork reads the cluster's network plan; found is false when there
+// is none yet.
+func readNetwork(ctx context.Context, kv *clientv3.Client, prefix string) (n ClusterNetwork, found bool, err error) {
+	resp, err := kv.Get(ctx, prefix+networkKey)
+	if err != nil {
+		return n, false, fmt.Errorf("read cluster network: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return n, false, nil
+	}
+	if err := json.Unmarshal(resp.Kvs[0].Value, &n); err != nil {
+		return n, false, fmt.Errorf("cluster network record damaged: %v", err)
+	}
+	if _, err := netip.ParsePrefix(n.PodPrefix); err != nil {
+		return n, false, fmt.Errorf("cluster network record damaged: %v", err)
+	}
+	return n, true, nil
 }
 
 // addressBook keeps addresses handed out by steps whose writes may not be
@@ -111,21 +128,14 @@ func (o *Orchestrator) podPrefix(ctx context.Context) (netip.Prefix, error) {
 	if o.network.IsValid() {
 		return o.network, nil
 	}
-	resp, err := o.kv.Get(ctx, o.prefix+"/cluster/network")
+	n, found, err := readNetwork(ctx, o.kv, o.prefix)
 	if err != nil {
 		return netip.Prefix{}, err
 	}
-	if len(resp.Kvs) == 0 {
-		return netip.Prefix{}, fmt.Errorf("the cluster has no network plan yet (%s/cluster/network)", o.prefix)
+	if !found {
+		return netip.Prefix{}, fmt.Errorf("the cluster has no network plan yet (%s%s)", o.prefix, networkKey)
 	}
-	var n ClusterNetwork
-	if err := json.Unmarshal(resp.Kvs[0].Value, &n); err != nil {
-		return netip.Prefix{}, fmt.Errorf("cluster network record damaged: %v", err)
-	}
-	p, err := netip.ParsePrefix(n.PodPrefix)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("cluster network record damaged: %v", err)
-	}
+	p := netip.MustParsePrefix(n.PodPrefix) // readNetwork checked it
 	o.network = p
 	return p, nil
 }
@@ -162,21 +172,35 @@ func (o *Orchestrator) allocateSubnet(ctx context.Context, item *workflow.WorkIt
 	if err := o.places.wait(ctx); err != nil {
 		return workflow.Result{Err: err.Error()}
 	}
-	taken := map[netip.Prefix]bool{}
+	p, err := pickFree(func(taken map[netip.Prefix]bool) (netip.Prefix, error) { return ipam.NodeSubnet(cluster, taken) },
+		func(p netip.Prefix) bool {
+			holder, held := o.places.subnetHolder(p.String())
+			return held && holder != item.Name
+		}, &o.addrs, "node/"+item.Name)
+	if err != nil {
+		return workflow.Result{Err: err.Error()}
+	}
+	log("subnet", map[string]any{"podPrefix": p.String()})
+	return workflow.Result{Writes: map[string]any{"status.podPrefix": p.String()}}
+}
+
+// pickFree draws candidates until one is neither held in the store by
+// someone else (heldElsewhere, from the watch-fed cache) nor handed out
+// lately to another holder (the address book), and holds it for holder.
+func pickFree[T interface {
+	comparable
+	String() string
+}](draw func(taken map[T]bool) (T, error), heldElsewhere func(T) bool, book *addressBook, holder string) (T, error) {
+	taken := map[T]bool{}
 	for {
-		p, err := ipam.NodeSubnet(cluster, taken)
+		c, err := draw(taken)
 		if err != nil {
-			return workflow.Result{Err: err.Error()}
+			return c, err
 		}
-		if holder, held := o.places.subnetHolder(p.String()); held && holder != item.Name {
-			taken[p] = true
-			continue
+		if !heldElsewhere(c) && book.hold(c.String(), holder) {
+			return c, nil
 		}
-		if o.addrs.hold(p.String(), "node/"+item.Name) {
-			log("subnet", map[string]any{"podPrefix": p.String()})
-			return workflow.Result{Writes: map[string]any{"status.podPrefix": p.String()}}
-		}
-		taken[p] = true
+		taken[c] = true
 	}
 }
 
@@ -221,22 +245,16 @@ func (o *Orchestrator) addressPod(ctx context.Context, item *workflow.WorkItem, 
 	if err := o.places.wait(ctx); err != nil {
 		return workflow.Result{Err: err.Error()}
 	}
-	taken := map[netip.Addr]bool{}
-	for {
-		a, err := ipam.PodAddress(subnet, taken)
-		if err != nil {
-			return workflow.Result{Err: err.Error()}
-		}
-		if ns, name, held := o.places.ipHolder(a.String()); held && (ns != item.Namespace || name != item.Name) {
-			taken[a] = true
-			continue
-		}
-		if o.addrs.hold(a.String(), self) {
-			log("address", map[string]any{"ip": a.String(), "node": nodeName})
-			return workflow.Result{Writes: map[string]any{"status.ip": a.String()}}
-		}
-		taken[a] = true
+	a, err := pickFree(func(taken map[netip.Addr]bool) (netip.Addr, error) { return ipam.PodAddress(subnet, taken) },
+		func(a netip.Addr) bool {
+			ns, name, held := o.places.ipHolder(a.String())
+			return held && (ns != item.Namespace || name != item.Name)
+		}, &o.addrs, self)
+	if err != nil {
+		return workflow.Result{Err: err.Error()}
 	}
+	log("address", map[string]any{"ip": a.String(), "node": nodeName})
+	return workflow.Result{Writes: map[string]any{"status.ip": a.String()}}
 }
 
 func str(v any) string {
