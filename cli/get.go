@@ -177,15 +177,15 @@ func columnsFor(kind string) []column {
 				}
 				return age(t)
 			}},
-			{title: "PODS", value: func(o *api.Object) string { return numberString(o.Status, "pods") }},
+			{title: "PODS", value: func(o *api.Object) string { return str(o.Status, "pods") }},
 			{title: "CPU", wide: true, value: func(o *api.Object) string {
-				if v, ok := numberAt(o.Status, "capacity", "cpuMilli"); ok {
+				if v, ok := valueAt(o.Status, "capacity", "cpuMilli").(float64); ok {
 					return quantity.FormatCPU(int64(v))
 				}
 				return ""
 			}},
 			{title: "MEMORY", wide: true, value: func(o *api.Object) string {
-				if v, ok := numberAt(o.Status, "capacity", "memoryBytes"); ok {
+				if v, ok := valueAt(o.Status, "capacity", "memoryBytes").(float64); ok {
 					if v >= 1<<30 {
 						return strconv.FormatFloat(v/(1<<30), 'f', 1, 64) + "Gi"
 					}
@@ -229,26 +229,6 @@ func nodeState(o *api.Object) string {
 		return "unreachable"
 	}
 	return str(o.Status, "state")
-}
-
-func numberAt(m map[string]any, path ...string) (float64, bool) {
-	var v any = m
-	for _, p := range path {
-		mm, ok := v.(map[string]any)
-		if !ok {
-			return 0, false
-		}
-		v = mm[p]
-	}
-	f, ok := v.(float64)
-	return f, ok
-}
-
-func numberString(m map[string]any, path ...string) string {
-	if f, ok := numberAt(m, path...); ok {
-		return strconv.FormatFloat(f, 'f', -1, 64)
-	}
-	return ""
 }
 
 func joinList(v any) string {

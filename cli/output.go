@@ -121,17 +121,23 @@ func compact(v any) string {
 	return string(b)
 }
 
-// str reads a string at a dotted path of a generic tree, "" if absent.
-func str(m map[string]any, path ...string) string {
+// valueAt reads the value at a path of a generic tree, nil if absent.
+func valueAt(m map[string]any, path ...string) any {
 	var v any = m
 	for _, p := range path {
 		mm, ok := v.(map[string]any)
 		if !ok {
-			return ""
+			return nil
 		}
 		v = mm[p]
 	}
-	switch v := v.(type) {
+	return v
+}
+
+// str reads a string at a dotted path of a generic tree, "" if absent;
+// other values in compact JSON.
+func str(m map[string]any, path ...string) string {
+	switch v := valueAt(m, path...).(type) {
 	case nil:
 		return ""
 	case string:
