@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"skiff.dev/skiff/agent/netns"
-	"skiff.dev/skiff/agent/runtime"
 	"skiff.dev/skiff/api"
 	"skiff.dev/skiff/client"
 	"skiff.dev/skiff/workflow"
@@ -85,12 +84,9 @@ func (a *Agent) netup(it *workflow.WorkItem) error {
 	if err != nil {
 		return err
 	}
-	ns, err := a.rt.CreatePodNetNS(podNetName(p), runtime.IDRange{HostID: p.IDBase, Size: idRangeSize})
-	if err != nil {
-		return err
-	}
 	// The start step records the namespace with the containers.
-	return a.setupPodNetwork(p, ns)
+	_, err = a.podNetNS(p)
+	return err
 }
 
 // podIP is the address the ipam step gave a work item's pod.
