@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -101,7 +100,11 @@ func Pods(ctx context.Context, w io.Writer, o PodsOptions) (err error) {
 	cleanCtx := context.WithoutCancel(ctx)
 	// The agent runs in this machine's network namespace: what it turns
 	// on there for pods (forwarding, the egress table) is put back after.
-	defer keepHostNetwork()()
+	restoreHost, err := netns.KeepHost()
+	if err != nil {
+		return fmt.Errorf("bench pods: %w", err)
+	}
+	defer restoreHost()
 	dir, err := os.MkdirTemp("", "skiff-bench-pods-")
 	if err != nil {
 		return err
@@ -854,36 +857,4 @@ func runcFloor(ctx context.Context, runc, dir string, runs int) ([]time.Duration
 		}
 	}
 	return ds, nil
-}
-
-// keepHostNetwork saves the forwarding sysctls an agent turns on, and
-// returns a function that restores them and drops the agent's egress
-// table if it was not there before.
-func keepHostNetwork() (restore func()) {
-	files := []string{"/proc/sys/net/ipv6/conf/all/forwarding", "/proc/sys/net/ipv4/ip_forward"}
-	saved := map[string][]byte{}
-	for _, f := range files {
-		if b, err := os.ReadFile(f); err == nil {
-			saved[f] = b
-		}
-	}
-	h, err := netns.Open("")
-	if err != nil {
-		return func() {}
-	}
-	st, _ := h.State()
-	return func() {
-		defer h.Close()
-		for f, b := range saved {
-			os.WriteFile(f, b, 0o644)
-		}
-		if st.NFT == "" {
-			h.RemoveNode()
-		}
-		if len(st.Routes) == 0 {
-			// The agent's unreachable route for its pod /64 (pod routes
-			// went with their veths).
-			h.SyncRoutes(netip.Prefix{}, nil)
-		}
-	}
 }

@@ -19,6 +19,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"skiff.dev/skiff/agent/netns"
 	"skiff.dev/skiff/client"
 )
 
@@ -220,36 +221,13 @@ func (c *Cluster) ConfigWithToken(token string) string {
 // go with the pods). Tests that run an agent outside a namespace of their
 // own call it before starting one.
 func KeepHostNetwork(t testing.TB) {
-	sysctls := []string{"/proc/sys/net/ipv6/conf/all/forwarding", "/proc/sys/net/ipv4/ip_forward"}
-	saved := map[string][]byte{}
-	for _, f := range sysctls {
-		if b, err := os.ReadFile(f); err == nil {
-			saved[f] = b
-		}
+	restore, err := netns.KeepHost()
+	if err != nil {
+		t.Fatalf("save the host's network: %v", err)
 	}
-	hadTable := exec.Command("nft", "list", "table", "ip", "skiff").Run() == nil
-	routes := func() string {
-		out, _ := exec.Command("ip", "route", "show", "table", "all", "proto", "0x5c").Output()
-		out6, _ := exec.Command("ip", "-6", "route", "show", "table", "all", "proto", "0x5c").Output()
-		return string(out) + string(out6)
-	}
-	hadRoutes := strings.TrimSpace(routes()) != ""
 	t.Cleanup(func() {
-		for f, b := range saved {
-			if cur, err := os.ReadFile(f); err == nil && !bytes.Equal(cur, b) {
-				if err := os.WriteFile(f, b, 0o644); err != nil {
-					t.Errorf("restore %s: %v", f, err)
-				}
-			}
-		}
-		if !hadTable {
-			exec.Command("nft", "delete", "table", "ip", "skiff").Run()
-		}
-		// Pod routes go with their veths; the agent's own unreachable
-		// route for its pod prefix stays unless flushed.
-		if !hadRoutes {
-			exec.Command("ip", "-6", "route", "flush", "proto", "0x5c").Run()
-			exec.Command("ip", "-4", "route", "flush", "proto", "0x5c").Run()
+		if err := restore(); err != nil {
+			t.Errorf("put the host's network back: %v", err)
 		}
 	})
 }
