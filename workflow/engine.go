@@ -277,6 +277,37 @@ func (e *Engine) RetryFailed(kind string) int {
 	return n
 }
 
+// Rerun starts a new run for an object whose intent did not change but
+// whose world did: a pod evicted from its node must be placed again. obj
+// is the object as written by whoever asked (so the run reads the change
+// that caused it, even before the store's watch delivers it); a run in
+// progress is superseded. cause is recorded on the run. Steps whose reads
+// did not change are skipped as usual.
+func (e *Engine) Rerun(obj Object, cause string) {
+	e.mu.Lock()
+	st := e.state(obj.Ref)
+	st.obj = obj
+	phase := Up
+	if obj.Deleting {
+		phase = Down
+	}
+	var actions []func()
+	if st.active != nil {
+		actions = append(actions, e.supersedeLocked(st.active)...)
+	}
+	if g := e.graphs[obj.Kind+"/"+phase]; g != nil {
+		if r, err := e.newRunLocked(st, g, phase); err == nil {
+			r.rec.Cause = cause
+			st.active = r
+			actions = append(actions, e.advanceLocked(r)...)
+		}
+	}
+	e.mu.Unlock()
+	for _, a := range actions {
+		a()
+	}
+}
+
 // Forget drops an object that no longer exists.
 func (e *Engine) Forget(ref Ref) {
 	e.mu.Lock()

@@ -382,3 +382,42 @@ func TestTransactionOptional(t *testing.T) {
 		t.Errorf("optional = %v", opt)
 	}
 }
+
+// TestRerunAfterEviction: the same generation runs again when asked, with
+// its cause recorded; steps that read what changed run, the others skip.
+func TestRerunAfterEviction(t *testing.T) {
+	steps := []Step{
+		{Name: "schedule", Controller: "scheduler", Kind: "Pod", Phase: Up, Before: []string{"scheduled"}, RequiredBy: []string{"scheduled"}, Reads: paths("spec.resources", "status.evicted")},
+		{Name: "start", Controller: "agent", Kind: "Pod", Phase: Up, After: []string{"scheduled"}, Before: []string{"started"}, RequiredBy: []string{"started"}, Reads: paths("spec.resources", "status.node")},
+	}
+	h := newHarness(t, steps)
+	h.handle("scheduler", map[string]behaviour{"schedule": {}})
+	h.handle("agent", map[string]behaviour{"start": {}})
+	h.e.Submit(Object{Ref: podRef, Generation: 1, Body: podBody("1")})
+	if r := h.wait(podRef, 1); r.State != RunDone || r.Cause != "" {
+		t.Fatalf("run 1 = %s cause %q", r.State, r.Cause)
+	}
+	evicted := podBody("1")
+	evicted["status"] = map[string]any{"evicted": map[string]any{"node": "n1"}}
+	h.e.Rerun(Object{Ref: podRef, Generation: 1, Body: evicted}, "evicted from n1")
+	var r RunRecord
+	deadline := time.Now().Add(5 * time.Second)
+	for ; time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
+		runs := h.e.Runs(podRef)
+		if r = runs[0]; len(runs) == 2 && r.State == RunDone {
+			break
+		}
+	}
+	if r.Cause != "evicted from n1" || r.State != RunDone {
+		t.Fatalf("rerun = %s cause %q, want done with its cause", r.State, r.Cause)
+	}
+	if got := stepOf(r, "schedule").State; got != Done {
+		t.Errorf("schedule after eviction is %s, want done (its reads changed)", got)
+	}
+	if got := stepOf(r, "start").State; got != Skipped {
+		t.Errorf("start is %s, want skipped (status.node did not change)", got)
+	}
+	if h.calls["schedule"] != 2 {
+		t.Errorf("schedule called %d times, want 2", h.calls["schedule"])
+	}
+}

@@ -35,19 +35,22 @@ const (
 // what `skiff why`, `skiff graph` and `skiff journal` render. Run records
 // are not object revisions.
 type RunRecord struct {
-	ID         string       `json:"id"`
-	Object     string       `json:"object"` // "pod/web"
-	Kind       string       `json:"kind"`
-	Namespace  string       `json:"namespace,omitempty"`
-	Name       string       `json:"name"`
-	Generation int64        `json:"generation"`
-	Phase      string       `json:"phase"`  // up or down
-	Target     string       `json:"target"` // the goal target
-	State      string       `json:"state"`
-	Reason     string       `json:"reason,omitempty"`
-	Started    time.Time    `json:"started"`
-	Finished   *time.Time   `json:"finished,omitempty"`
-	Steps      []StepRecord `json:"steps"`
+	ID         string `json:"id"`
+	Object     string `json:"object"` // "pod/web"
+	Kind       string `json:"kind"`
+	Namespace  string `json:"namespace,omitempty"`
+	Name       string `json:"name"`
+	Generation int64  `json:"generation"`
+	Phase      string `json:"phase"`  // up or down
+	Target     string `json:"target"` // the goal target
+	State      string `json:"state"`
+	Reason     string `json:"reason,omitempty"`
+	// Cause says why a run started when it was not a new generation or a
+	// deletion: a retry, or an eviction from the object's node.
+	Cause    string       `json:"cause,omitempty"`
+	Started  time.Time    `json:"started"`
+	Finished *time.Time   `json:"finished,omitempty"`
+	Steps    []StepRecord `json:"steps"`
 }
 
 // StepRecord is one unit of a run: a step, or a target (a sync point that
