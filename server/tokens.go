@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -41,16 +42,33 @@ type Token struct {
 }
 
 // Tokens keeps tokens in etcd under PREFIX/tokens/ID.
+//
+// Verify remembers the tokens it verified, so a request costs a map lookup
+// and a comparison rather than an etcd read and a SHA-256. A watch of the
+// tokens' prefix forgets a token as soon as it changes or goes, whichever
+// server revoked it; Revoke forgets it at once too. While no watch runs
+// (before the first Verify, after it failed) nothing is remembered.
 type Tokens struct {
 	kv     *clientv3.Client
 	prefix string
+
+	mu       sync.Mutex
+	verified map[string]verified // token ID → its secret and record; guarded by mu
+	watching bool                // a watch forgets changed tokens; guarded by mu
+	changes  uint64              // events the watch saw; guarded by mu
+}
+
+// verified is a token Verify checked against etcd.
+type verified struct {
+	secret string
+	tok    Token
 }
 
 // ErrBadToken means a token is malformed, unknown or revoked.
 var ErrBadToken = errors.New("invalid or revoked token")
 
 func NewTokens(kv *clientv3.Client, prefix string) *Tokens {
-	return &Tokens{kv: kv, prefix: prefix + "/tokens/"}
+	return &Tokens{kv: kv, prefix: prefix + "/tokens/", verified: map[string]verified{}}
 }
 
 // Create issues a token for id and returns its secret form, which is shown
@@ -153,7 +171,23 @@ func (t *Tokens) Verify(ctx context.Context, secret string) (Token, error) {
 	if len(parts) != 3 || parts[0] != "skiff" || parts[1] == "" {
 		return Token{}, ErrBadToken
 	}
-	resp, err := t.kv.Get(ctx, t.prefix+parts[1], clientv3.WithSerializable())
+	id := parts[1]
+	t.mu.Lock()
+	v, ok := t.verified[id]
+	changes, watching := t.changes, t.watching
+	t.mu.Unlock()
+	if ok {
+		if subtle.ConstantTimeCompare([]byte(secret), []byte(v.secret)) != 1 {
+			return Token{}, ErrBadToken
+		}
+		return v.tok, nil
+	}
+	if !watching {
+		if err := t.watch(ctx); err != nil {
+			return Token{}, err
+		}
+	}
+	resp, err := t.kv.Get(ctx, t.prefix+id, clientv3.WithSerializable())
 	if err != nil {
 		return Token{}, fmt.Errorf("read token: %w", err)
 	}
@@ -162,12 +196,64 @@ func (t *Tokens) Verify(ctx context.Context, secret string) (Token, error) {
 	}
 	var tok Token
 	if err := json.Unmarshal(resp.Kvs[0].Value, &tok); err != nil {
-		return Token{}, fmt.Errorf("token %s damaged: %v", parts[1], err)
+		return Token{}, fmt.Errorf("token %s damaged: %v", id, err)
 	}
 	if subtle.ConstantTimeCompare([]byte(hash(parts[2])), []byte(tok.Hash)) != 1 {
 		return Token{}, ErrBadToken
 	}
+	t.mu.Lock()
+	// Remember it only if the watch saw no change since before the read:
+	// a revocation it delivered meanwhile must not be undone.
+	if t.watching && t.changes == changes {
+		t.verified[id] = verified{secret: secret, tok: tok}
+	}
+	t.mu.Unlock()
 	return tok, nil
+}
+
+// watch starts the watch that forgets changed and revoked tokens, from
+// the store's current revision, unless one runs.
+func (t *Tokens) watch(ctx context.Context) error {
+	resp, err := t.kv.Get(ctx, t.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return fmt.Errorf("read tokens: %w", err)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.watching {
+		return nil
+	}
+	t.watching = true
+	// The watch lives as long as the etcd client: it ends when it closes.
+	wc := t.kv.Watch(clientv3.WithRequireLeader(context.Background()), t.prefix,
+		clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
+	go func() {
+		for wr := range wc {
+			t.mu.Lock()
+			if wr.Err() != nil {
+				t.forgetAllLocked()
+				t.mu.Unlock()
+				return
+			}
+			for _, ev := range wr.Events {
+				delete(t.verified, strings.TrimPrefix(string(ev.Kv.Key), t.prefix))
+			}
+			t.changes++
+			t.mu.Unlock()
+		}
+		t.mu.Lock()
+		t.forgetAllLocked()
+		t.mu.Unlock()
+	}()
+	return nil
+}
+
+// forgetAllLocked forgets every verified token and stops remembering
+// until a new watch runs.
+func (t *Tokens) forgetAllLocked() {
+	t.watching = false
+	t.changes++
+	clear(t.verified)
 }
 
 // List returns all tokens (hashes included, secrets never).
@@ -189,6 +275,10 @@ func (t *Tokens) List(ctx context.Context) ([]Token, error) {
 // Revoke deletes a token by ID.
 func (t *Tokens) Revoke(ctx context.Context, id string) error {
 	resp, err := t.kv.Delete(ctx, t.prefix+id)
+	t.mu.Lock()
+	delete(t.verified, id)
+	t.changes++
+	t.mu.Unlock()
 	if err != nil {
 		return err
 	}
