@@ -36,6 +36,7 @@ type Store struct {
 	prefix string
 	every  int64
 	now    func() time.Time
+	known  known // objects lately written or read, for Mutate
 }
 
 // New returns a store on an etcd client.
@@ -118,11 +119,11 @@ func (s *Store) get(ctx context.Context, ref api.Ref) (*api.Object, int64, error
 	if len(resp.Kvs) == 0 {
 		return nil, 0, nil
 	}
-	var o api.Object
-	if err := json.Unmarshal(resp.Kvs[0].Value, &o); err != nil {
-		return nil, 0, fmt.Errorf("%s: stored object is damaged: %v", ref, err)
+	o, err := decodeObject(ref, resp.Kvs[0].Value)
+	if err != nil {
+		return nil, 0, err
 	}
-	return &o, resp.Kvs[0].ModRevision, nil
+	return o, resp.Kvs[0].ModRevision, nil
 }
 
 // List returns the objects of a kind, in one namespace or in all (ns ""),
@@ -161,16 +162,40 @@ func (s *Store) List(ctx context.Context, kind, ns string) ([]api.Object, int64,
 // nothing. fn may be called more than once when other writers race; it must
 // not keep state between calls. Labels, spec, status and meta.owner are
 // taken from fn's result; the other meta fields are the store's.
+//
+// An object this store wrote or read lately is not read again: fn gets
+// the remembered one, and the write's compare on the etcd mod revision
+// proves it current (when it is not, the failed transaction returns the
+// current object and fn is asked again). An object it does not know is
+// first taken to be absent, as a creation is. A refusal by fn (an error,
+// nil, or no change) of an object not read from etcd by this call is
+// checked against a fresh read before it is returned.
 func (s *Store) Mutate(ctx context.Context, ref api.Ref, w Write, fn func(cur *api.Object) (*api.Object, error)) (Result, error) {
 	if w.Changer == "" {
 		return Result{}, fmt.Errorf("%s: write without a changer", ref)
 	}
-	for {
-		cur, modRev, err := s.get(ctx, ref)
+	key := s.objKey(ref)
+	b := base{}
+	if raw, modRev, ok := s.known.get(key); ok {
+		o, err := decodeObject(ref, raw)
 		if err != nil {
 			return Result{}, err
 		}
+		b.cur, b.modRev = o, modRev
+	} else if w.Expect != 0 {
+		if err := s.read(ctx, ref, &b); err != nil {
+			return Result{}, err
+		}
+	}
+	for {
+		cur := b.cur
 		if w.Expect != 0 && (cur == nil || cur.Meta.Revision != w.Expect) {
+			if !b.fresh {
+				if err := s.read(ctx, ref, &b); err != nil {
+					return Result{}, err
+				}
+				continue
+			}
 			return Result{}, s.conflict(ctx, ref, w.Expect, cur)
 		}
 		var in *api.Object
@@ -179,28 +204,84 @@ func (s *Store) Mutate(ctx context.Context, ref api.Ref, w Write, fn func(cur *a
 			in = &c
 		}
 		next, err := fn(in)
+		if err == nil && next == nil && cur == nil {
+			err = notFound(ref)
+		}
+		if err == nil && next == nil {
+			next = cur // no change: settled below like an empty diff
+		}
+		if err != nil {
+			if !b.fresh {
+				if err := s.read(ctx, ref, &b); err != nil {
+					return Result{}, err
+				}
+				continue
+			}
+			return Result{}, err
+		}
+		res, done, err := s.write(ctx, ref, w, &b, next)
 		if err != nil {
 			return Result{}, err
 		}
-		if next == nil {
-			if cur == nil {
-				return Result{}, notFound(ref)
-			}
-			return Result{Object: *cur, Op: Unchanged}, nil
-		}
-		res, ok, err := s.write(ctx, ref, w, cur, modRev, next)
-		if err != nil || ok {
-			return res, err
+		if done {
+			return res, nil
 		}
 		if err := ctx.Err(); err != nil {
 			return Result{}, err
 		}
-		// Lost a race: read again and let fn decide on the newer object.
+		// Lost a race, or the base was not proven current: b now holds
+		// the object as etcd has it; let fn decide on that.
 	}
 }
 
-// write tries one compare-and-swap. ok=false means another writer won.
-func (s *Store) write(ctx context.Context, ref api.Ref, w Write, cur *api.Object, modRev int64, next *api.Object) (Result, bool, error) {
+// base is what a write starts from: the current object (nil if absent)
+// and its etcd mod revision.
+type base struct {
+	cur    *api.Object
+	modRev int64
+	// fresh is set when cur was read from etcd by this write, rather than
+	// remembered: a decision not to write may then be returned as is.
+	fresh bool
+	// nextRev, for an absent object, is the revision its history goes on
+	// at; 0 until read (a creation then takes 1, which fails if the
+	// object existed before).
+	nextRev int64
+}
+
+// read fills b from etcd and remembers what it read.
+func (s *Store) read(ctx context.Context, ref api.Ref, b *base) error {
+	key := s.objKey(ref)
+	resp, err := s.kv.Get(ctx, key)
+	if err != nil {
+		return fmt.Errorf("%s: read: %w", ref, err)
+	}
+	*b = base{fresh: true}
+	if len(resp.Kvs) == 0 {
+		s.known.forget(key)
+		return nil
+	}
+	if b.cur, err = decodeObject(ref, resp.Kvs[0].Value); err != nil {
+		return err
+	}
+	b.modRev = resp.Kvs[0].ModRevision
+	s.known.put(key, resp.Kvs[0].Value, b.modRev)
+	return nil
+}
+
+// decodeObject decodes a stored object.
+func decodeObject(ref api.Ref, raw []byte) (*api.Object, error) {
+	var o api.Object
+	if err := json.Unmarshal(raw, &o); err != nil {
+		return nil, fmt.Errorf("%s: stored object is damaged: %v", ref, err)
+	}
+	return &o, nil
+}
+
+// write tries one compare-and-swap from b. done=false means the object
+// was not as b had it, or b was not proven current and there was nothing
+// to write; b then holds the object as etcd has it.
+func (s *Store) write(ctx context.Context, ref api.Ref, w Write, b *base, next *api.Object) (res Result, done bool, err error) {
+	cur := b.cur
 	now := s.now().UTC().Truncate(time.Millisecond)
 	obj := api.Object{Kind: ref.Kind, Namespace: ref.Namespace, Name: ref.Name,
 		Labels: next.Labels, Spec: next.Spec, Status: next.Status}
@@ -209,27 +290,30 @@ func (s *Store) write(ctx context.Context, ref api.Ref, w Write, cur *api.Object
 	newBody := body(&obj)
 	rec := record{Time: now.UnixMilli(), Changer: w.Changer, Cause: w.Cause}
 
+	key := s.objKey(ref)
 	var cmps []clientv3.Cmp
+	var orElse []clientv3.Op
 	op := Configured
 	if cur == nil {
-		last, err := s.lastRev(ctx, ref)
-		if err != nil {
-			return Result{}, false, err
-		}
 		op = Created
-		rec.Rev = last + 1
+		rec.Rev = max(b.nextRev, 1)
 		rec.Gen = 1
 		rec.Created = rec.Time
 		rec.Full, rec.Snap = newBody, true
 		obj.Meta.Created = now
 		cmps = []clientv3.Cmp{
-			clientv3.Compare(clientv3.CreateRevision(s.objKey(ref)), "=", 0),
+			clientv3.Compare(clientv3.CreateRevision(key), "=", 0),
 			clientv3.Compare(clientv3.CreateRevision(s.histKey(ref, rec.Rev)), "=", 0),
 		}
+		orElse = []clientv3.Op{clientv3.OpGet(key),
+			clientv3.OpGet(s.histPrefix(ref), append([]clientv3.OpOption{clientv3.WithKeysOnly()}, clientv3.WithLastKey()...)...)}
 	} else {
 		oldBody := body(cur)
 		patch := fieldpath.Diff(oldBody, newBody)
 		if len(patch) == 0 {
+			if !b.fresh {
+				return Result{}, false, s.read(ctx, ref, b)
+			}
 			return Result{Object: *cur, Op: Unchanged}, true, nil
 		}
 		rec.Rev = cur.Meta.Revision + 1
@@ -244,7 +328,9 @@ func (s *Store) write(ctx context.Context, ref api.Ref, w Write, cur *api.Object
 			rec.Patch = patch
 		}
 		obj.Meta.Created = cur.Meta.Created
-		cmps = []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.objKey(ref)), "=", modRev)}
+		cmps = []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", b.modRev)}
+		orElse = []clientv3.Op{clientv3.OpGet(key), clientv3.OpGet(s.histPrefix(ref),
+			append([]clientv3.OpOption{clientv3.WithKeysOnly()}, clientv3.WithLastKey()...)...)}
 	}
 	obj.Meta.Revision = rec.Rev
 	obj.Meta.Generation = rec.Gen
@@ -262,33 +348,46 @@ func (s *Store) write(ctx context.Context, ref api.Ref, w Write, cur *api.Object
 		return Result{}, false, fmt.Errorf("%s: %w: the object and its revision are %d bytes, more than etcd takes in one request (%d)", ref, ErrTooLarge, n, MaxRequestBytes)
 	}
 	resp, err := s.kv.Txn(ctx).If(cmps...).Then(
-		clientv3.OpPut(s.objKey(ref), string(ob)),
+		clientv3.OpPut(key, string(ob)),
 		clientv3.OpPut(s.histKey(ref, rec.Rev), string(rb)),
-	).Commit()
+	).Else(orElse...).Commit()
 	if err != nil {
+		s.known.forget(key)
 		return Result{}, false, fmt.Errorf("%s: write: %w", ref, err)
 	}
 	if !resp.Succeeded {
-		return Result{}, false, nil
+		return Result{}, false, s.lost(ref, b, resp)
 	}
+	s.known.put(key, ob, resp.Header.Revision)
 	return Result{Object: obj, Op: op}, true, nil
 }
 
-// lastRev returns the newest revision in an object's history, 0 if none.
-func (s *Store) lastRev(ctx context.Context, ref api.Ref) (int64, error) {
-	resp, err := s.kv.Get(ctx, s.histPrefix(ref), append([]clientv3.OpOption{clientv3.WithKeysOnly()}, clientv3.WithLastKey()...)...)
-	if err != nil {
-		return 0, fmt.Errorf("%s: read history: %w", ref, err)
+// lost fills b from the reads of a transaction whose compare failed: the
+// object as it is, or, if absent, where its history goes on.
+func (s *Store) lost(ref api.Ref, b *base, resp *clientv3.TxnResponse) error {
+	*b = base{fresh: true}
+	key := s.objKey(ref)
+	if kvs := resp.Responses[0].GetResponseRange().GetKvs(); len(kvs) > 0 {
+		o, err := decodeObject(ref, kvs[0].Value)
+		if err != nil {
+			return err
+		}
+		b.cur, b.modRev = o, kvs[0].ModRevision
+		s.known.put(key, kvs[0].Value, b.modRev)
+		return nil
 	}
-	if len(resp.Kvs) == 0 {
-		return 0, nil
+	s.known.forget(key)
+	last := int64(0)
+	if kvs := resp.Responses[1].GetResponseRange().GetKvs(); len(kvs) > 0 {
+		k := string(kvs[0].Key)
+		rev, err := strconv.ParseInt(k[strings.LastIndexByte(k, '/')+1:], 10, 64)
+		if err != nil {
+			return fmt.Errorf("%s: damaged history key %q", ref, k)
+		}
+		last = rev
 	}
-	k := string(resp.Kvs[0].Key)
-	rev, err := strconv.ParseInt(k[strings.LastIndexByte(k, '/')+1:], 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("%s: damaged history key %q", ref, k)
-	}
-	return rev, nil
+	b.nextRev = last + 1
+	return nil
 }
 
 func (s *Store) conflict(ctx context.Context, ref api.Ref, expected int64, cur *api.Object) error {
@@ -339,6 +438,7 @@ func (s *Store) Delete(ctx context.Context, ref api.Ref, w Write) (api.Object, e
 			return api.Object{}, fmt.Errorf("%s: delete: %w", ref, err)
 		}
 		if resp.Succeeded {
+			s.known.forget(s.objKey(ref))
 			cur.Meta.Revision = rec.Rev
 			return *cur, nil
 		}
