@@ -84,10 +84,16 @@ type Agent struct {
 
 	apiURL atomic.Value  // string: where the node's API is served, reported in status
 	beat   chan struct{} // asks for a heartbeat now
+	// settled is set once the pods were squared with the servers after
+	// the agent started (heartbeatLoop only).
+	settled bool
 
 	// lastContact is when the last heartbeat a server took was sent
 	// (unix ns; 0: none yet).
 	lastContact atomic.Int64
+	// lease is the node lease in nanoseconds: Options.Lease until a server
+	// tells its own (fencing must not wait longer than the servers do).
+	lease atomic.Int64
 
 	routesMu  sync.Mutex   // serializes syncRoutes
 	ownPrefix netip.Prefix // this node's pod /64, once known; guarded by routesMu
@@ -206,7 +212,7 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-a.beat:
-		case <-time.After(a.o.Heartbeat):
+		case <-time.After(a.heartbeatPeriod()):
 		}
 	}
 }
@@ -214,7 +220,7 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 // heartbeat registers the node if it is not yet, and reports it alive; a
 // server that does not answer within the heartbeat period is skipped.
 func (a *Agent) heartbeat(ctx context.Context, registered *bool) {
-	ctx, cancel := context.WithTimeout(ctx, a.o.Heartbeat)
+	ctx, cancel := context.WithTimeout(ctx, a.heartbeatPeriod())
 	defer cancel()
 	{
 		if !*registered {
@@ -233,19 +239,29 @@ func (a *Agent) heartbeat(ctx context.Context, registered *bool) {
 		}
 		if *registered {
 			sent := time.Now()
-			if err := a.c.PatchStatus(ctx, a.nodeRef(), a.nodeStatus()); err != nil {
+			if lease, err := a.c.Heartbeat(ctx, a.o.Name, a.nodeStatus()); err != nil {
 				if ctx.Err() == nil {
 					a.log.Warn("heartbeat", "err", err)
 				}
 			} else {
 				_, wasCut := a.cutOff(sent)
 				a.contact(sent)
-				if wasCut || a.anyFenced() {
-					a.unfence(ctx)
+				a.setLease(lease)
+				// After a cut, or at the agent's first contact, every pod
+				// is checked: the servers may have moved some meanwhile.
+				if first := !a.settled; wasCut || first || a.anyFenced() {
+					a.settle(ctx, wasCut || first)
+					a.settled = true
 				}
 			}
 		}
 	}
+}
+
+// heartbeatPeriod is Options.Heartbeat, or a quarter of the lease if
+// that is shorter: a node must not lose its lease to one slow answer.
+func (a *Agent) heartbeatPeriod() time.Duration {
+	return min(a.o.Heartbeat, a.leaseNow()/4)
 }
 
 func (a *Agent) nodeStatus() map[string]any {
@@ -253,9 +269,8 @@ func (a *Agent) nodeStatus() map[string]any {
 	unix.Sysinfo(&si)
 	pods, _ := a.st.all()
 	return map[string]any{
-		"status.state":     "ready",
-		"status.heartbeat": time.Now().UTC().Format(time.RFC3339Nano),
-		"status.address":   a.o.Address,
+		"status.state":   "ready",
+		"status.address": a.o.Address,
 		"status.capacity": map[string]any{
 			"cpuMilli":    goruntime.NumCPU() * 1000,
 			"memoryBytes": int64(si.Totalram) * int64(si.Unit),

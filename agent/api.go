@@ -41,7 +41,26 @@ func (a *Agent) Handler() http.Handler {
 	mux.HandleFunc("GET /logs", a.serveLogs)
 	mux.HandleFunc("POST /exec", a.serveExec)
 	mux.HandleFunc("POST /images/import", a.serveImport)
+	mux.HandleFunc("POST /pods/{namespace}/{name}/release", a.serveRelease)
 	return mux
+}
+
+// serveRelease stops a pod and forgets it, before the servers place it on
+// another node (a drain): the copy here is gone before the next starts.
+func (a *Agent) serveRelease(w http.ResponseWriter, r *http.Request) {
+	ns, name := r.PathValue("namespace"), r.PathValue("name")
+	unlock := a.lockPod(ns, name)
+	defer unlock()
+	p, err := a.st.get(ns, name)
+	if err == nil && p != nil {
+		a.log.Info("releasing pod: the servers move it to another node", "pod", ns+"/"+name)
+		err = a.release(r.Context(), p)
+	}
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
 }
 
 // ImageImporter is the optional ability of an image store to import

@@ -26,7 +26,8 @@ import (
 // node does.
 //
 // When a server answers again, each fenced pod still placed on this node
-// starts again; one that is gone or placed elsewhere is removed here.
+// starts again; one that is gone or placed elsewhere is removed here, and
+// so is any other copy the servers moved away meanwhile (settle).
 
 // DefaultLease is how long a node counts as alive after its last
 // heartbeat reached a server.
@@ -69,7 +70,31 @@ func (a *Agent) cutOff(now time.Time) (time.Duration, bool) {
 		return 0, false // never joined, or not yet heard back: nothing to fence against
 	}
 	d := now.Sub(time.Unix(0, last))
-	return d, d > a.o.Lease
+	return d, d > a.leaseNow()
+}
+
+const leaseKey = "lease"
+
+// leaseNow is the lease fencing counts with: the servers' own, as the
+// last heartbeat answer said, else Options.Lease.
+func (a *Agent) leaseNow() time.Duration {
+	if d := a.lease.Load(); d > 0 {
+		return time.Duration(d)
+	}
+	if d, err := time.ParseDuration(a.st.getMeta(leaseKey)); err == nil && d > 0 {
+		a.lease.Store(int64(d))
+		return d
+	}
+	return a.o.Lease
+}
+
+// setLease takes in the lease a server answered with, and keeps it for
+// boots with no server reachable.
+func (a *Agent) setLease(d time.Duration) {
+	if d <= 0 || a.lease.Swap(int64(d)) == int64(d) {
+		return
+	}
+	a.st.setMeta(leaseKey, d.String())
 }
 
 // fence stops the fast pods of a node cut off for longer than its lease.
@@ -93,7 +118,7 @@ func (a *Agent) fence(ctx context.Context, pods []*podRecord) {
 				return
 			}
 			a.log.Warn("fencing pod: no server reached for longer than the lease", "pod", p.Namespace+"/"+p.Name,
-				"cutOff", off.Round(time.Second), "lease", a.o.Lease)
+				"cutOff", off.Round(time.Millisecond), "lease", a.leaseNow())
 			for _, cr := range p.Containers {
 				if cr.ID != "" {
 					a.removeContainer(ctx, cr.ID)
@@ -110,15 +135,18 @@ func (a *Agent) fence(ctx context.Context, pods []*podRecord) {
 	wg.Wait()
 }
 
-// unfence settles fenced pods once a server answers: those still placed
-// here start again; those gone or placed elsewhere are removed.
-func (a *Agent) unfence(ctx context.Context) {
+// settle squares this node's pods with the servers' view once a server
+// answers: a pod that is gone, being deleted, or placed on another node
+// is a stale copy (the node was cut off, or forgotten, while the servers
+// moved it) and is stopped and removed here; a fenced pod still placed
+// here starts again. With all false only fenced pods are looked at.
+func (a *Agent) settle(ctx context.Context, all bool) {
 	pods, err := a.st.all()
 	if err != nil {
 		return
 	}
 	for _, p := range pods {
-		if !p.Fenced {
+		if !p.Fenced && !all {
 			continue
 		}
 		ref := api.Ref{Kind: "Pod", Namespace: p.Namespace, Name: p.Name}
@@ -132,7 +160,7 @@ func (a *Agent) unfence(ctx context.Context) {
 		}
 		unlock := a.lockPod(p.Namespace, p.Name)
 		p, err := a.st.get(p.Namespace, p.Name)
-		if err != nil || p == nil || !p.Fenced {
+		if err != nil || p == nil || (!p.Fenced && !all) {
 			unlock()
 			continue
 		}
@@ -142,13 +170,14 @@ func (a *Agent) unfence(ctx context.Context) {
 			if !gone && node != a.o.Name {
 				where = "placed on " + node
 			}
-			a.log.Info("removing fenced pod: it is "+where+" now", "pod", p.Namespace+"/"+p.Name)
-			if a.net != nil {
-				a.net.TeardownPod(netns.VethName(p.Namespace, p.Name))
+			a.log.Info("removing stale copy of pod: it is "+where+" now", "pod", p.Namespace+"/"+p.Name, "fenced", p.Fenced)
+			if err := a.release(ctx, p); err != nil {
+				a.log.Warn("remove stale pod", "pod", p.Namespace+"/"+p.Name, "err", err)
 			}
-			if err := a.stopPod(ctx, p); err != nil {
-				a.log.Warn("remove fenced pod", "pod", p.Namespace+"/"+p.Name, "err", err)
-			}
+			unlock()
+			continue
+		}
+		if !p.Fenced {
 			unlock()
 			continue
 		}
@@ -163,6 +192,17 @@ func (a *Agent) unfence(ctx context.Context) {
 			a.log.Warn("restart unfenced pod", "pod", p.Namespace+"/"+p.Name, "err", err)
 		}
 	}
+}
+
+// release stops a pod, removes its network and forgets it. The caller
+// holds the pod's lock.
+func (a *Agent) release(ctx context.Context, p *podRecord) error {
+	if a.net != nil {
+		if err := a.net.TeardownPod(netns.VethName(p.Namespace, p.Name)); err != nil {
+			return err
+		}
+	}
+	return a.stopPod(ctx, p)
 }
 
 // fencedMessage is the status message of a fenced pod.

@@ -6,8 +6,11 @@ import "fmt"
 // about itself (address, capacity) is status, written by its agent.
 type NodeSpec struct {
 	// Unschedulable keeps new pods off the node (cordon).
-	Unschedulable bool    `json:"unschedulable,omitempty"`
-	Taints        []Taint `json:"taints,omitempty"`
+	Unschedulable bool `json:"unschedulable,omitempty"`
+	// Drain moves every pod off the node (`skiff node drain`): each is
+	// stopped there, then placed elsewhere. It implies Unschedulable.
+	Drain  bool    `json:"drain,omitempty"`
+	Taints []Taint `json:"taints,omitempty"`
 }
 
 // Taint repels pods that do not tolerate it.

@@ -178,21 +178,10 @@ func columnsFor(kind string) []column {
 				return age(t)
 			}},
 			{title: "PODS", value: func(o *api.Object) string { return str(o.Status, "pods") }},
-			{title: "CPU", wide: true, value: func(o *api.Object) string {
-				if v, ok := valueAt(o.Status, "capacity", "cpuMilli").(float64); ok {
-					return quantity.FormatCPU(int64(v))
-				}
-				return ""
+			{title: "FREE-CPU", value: func(o *api.Object) string {
+				return freeOf(o, "cpuMilli", func(v float64) string { return quantity.FormatCPU(int64(v)) })
 			}},
-			{title: "MEMORY", wide: true, value: func(o *api.Object) string {
-				if v, ok := valueAt(o.Status, "capacity", "memoryBytes").(float64); ok {
-					if v >= 1<<30 {
-						return strconv.FormatFloat(v/(1<<30), 'f', 1, 64) + "Gi"
-					}
-					return quantity.FormatBytes(int64(v))
-				}
-				return ""
-			}},
+			{title: "FREE-MEMORY", value: func(o *api.Object) string { return freeOf(o, "memoryBytes", formatMemory) }},
 			{title: "NETWORK", value: func(o *api.Object) string { return str(o.Status, "network") }},
 			{title: "ADDRESS", value: func(o *api.Object) string { return str(o.Status, "address") }},
 			{title: "POD-PREFIX", wide: true, value: func(o *api.Object) string { return str(o.Status, "podPrefix") }},
@@ -214,21 +203,52 @@ func columnsFor(kind string) []column {
 	return nil
 }
 
-// nodeState is what an operator wants to know first about a node:
-// cordoned (spec.unschedulable), unreachable (no heartbeat for 40 s, the
-// lease), or the state it reports.
+// nodeState is what an operator wants to know first about a node, as
+// the node lifecycle sees it: unreachable (no heartbeat for a lease),
+// draining or drained (spec.drain), cordoned (spec.unschedulable),
+// registering (never heard from), else the state its agent reports.
+// Several can hold: "unreachable,draining".
 func nodeState(o *api.Object) string {
-	if u, _ := o.Spec["unschedulable"].(bool); u {
-		return "cordoned"
+	var states []string
+	if str(o.Status, "reachability") == "unreachable" {
+		states = append(states, "unreachable")
 	}
-	t, err := time.Parse(time.RFC3339Nano, str(o.Status, "heartbeat"))
-	if err != nil {
+	drain, _ := o.Spec["drain"].(bool)
+	cordon, _ := o.Spec["unschedulable"].(bool)
+	switch {
+	case drain && str(o.Status, "drain") == "drained":
+		states = append(states, "drained")
+	case drain:
+		states = append(states, "draining")
+	case cordon:
+		states = append(states, "cordoned")
+	}
+	if len(states) > 0 {
+		return strings.Join(states, ",")
+	}
+	if str(o.Status, "heartbeat") == "" {
 		return "registering"
 	}
-	if time.Since(t) > 40*time.Second {
-		return "unreachable"
-	}
 	return str(o.Status, "state")
+}
+
+// freeOf renders a node's free amount of a resource over its capacity,
+// "1500m/2" or "3.1Gi/23.4Gi", from status.allocated (what the pods
+// placed there hold) and status.capacity.
+func freeOf(o *api.Object, key string, format func(float64) string) string {
+	capacity, ok := valueAt(o.Status, "capacity", key).(float64)
+	if !ok {
+		return ""
+	}
+	used, _ := valueAt(o.Status, "allocated", key).(float64)
+	return format(capacity-used) + "/" + format(capacity)
+}
+
+func formatMemory(v float64) string {
+	if v >= 1<<30 {
+		return strconv.FormatFloat(v/(1<<30), 'f', 1, 64) + "Gi"
+	}
+	return quantity.FormatBytes(int64(v))
 }
 
 func joinList(v any) string {

@@ -57,11 +57,15 @@ written to DIR/config and, unless one for another cluster exists, to
 	return cmd
 }
 
-// clusterFlags adds the flags of every server: --builtin-controllers and
-// --pod-prefix.
+// clusterFlags adds the flags of every server: --builtin-controllers,
+// --pod-prefix, --node-lease and --failover-margin.
 func clusterFlags(cmd *cobra.Command, o *daemon.Options) {
 	cmd.Flags().StringSliceVar(&o.Builtins, "builtin-controllers", server.DefaultBuiltins,
-		"built-in controllers to run: admission, scheduler, ipam, agent (a workflow lab can run admission alone)")
+		"built-in controllers to run: admission, scheduler, nodes, ipam, agent (a workflow lab can run admission alone)")
+	cmd.Flags().DurationVar(&o.NodeLease, "node-lease", server.DefaultNodeLease,
+		"how long a node counts as alive after a heartbeat; agents fence their failover:fast pods after it")
+	cmd.Flags().DurationVar(&o.FailoverMargin, "failover-margin", server.DefaultFailoverMargin,
+		"how long after a node's lease its failover:fast pods are moved: more than a fenced pod takes to stop")
 	cmd.Flags().StringVar(&o.PodPrefix, "pod-prefix", "",
 		"the cluster's IPv6 pod prefix, a ULA or global /56 or larger, fixed at the first start (default: a random ULA /48)")
 }

@@ -54,6 +54,12 @@ type Options struct {
 	// Builtins names the built-in controllers to run; nil means
 	// server.DefaultBuiltins (admission, scheduler, agent).
 	Builtins []string
+	// NodeLease is how long a node counts as alive after a heartbeat, and
+	// FailoverMargin how much longer the servers wait before moving its
+	// failover:fast pods; defaults server.DefaultNodeLease and
+	// server.DefaultFailoverMargin. Agents learn the lease from the
+	// servers. Tests shorten both.
+	NodeLease, FailoverMargin time.Duration
 	// Ready is called once the API serves.
 	Ready func(Info)
 	Log   *slog.Logger
@@ -135,6 +141,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 	st := store.New(kv, store.Options{Prefix: prefix})
 	orch, err := server.NewOrchestrator(st, kv, prefix, o.Log, o.Builtins)
+	if err == nil {
+		orch.SetNodeLease(o.NodeLease, o.FailoverMargin)
+	}
 	if err != nil {
 		return err
 	}

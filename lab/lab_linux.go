@@ -34,6 +34,9 @@ type Config struct {
 	Dir string
 	// PodPrefix, when set, is passed to the server as --pod-prefix.
 	PodPrefix string
+	// NodeLease and FailoverMargin, when set, are passed to the server
+	// (--node-lease, --failover-margin); agents learn the lease from it.
+	NodeLease, FailoverMargin time.Duration
 	// Registry runs Debian's docker-registry on the bridge for the
 	// agents (Lab.Registry, Lab.PushImage).
 	Registry bool
@@ -314,6 +317,12 @@ func (l *Lab) startServer(ctx context.Context) error {
 	argv := []string{l.binary, "server", "--data", data, "--listen", net.JoinHostPort(l.BridgeAddr.String(), "0")}
 	if l.cfg.PodPrefix != "" {
 		argv = append(argv, "--pod-prefix", l.cfg.PodPrefix)
+	}
+	if l.cfg.NodeLease > 0 {
+		argv = append(argv, "--node-lease", l.cfg.NodeLease.String())
+	}
+	if l.cfg.FailoverMargin > 0 {
+		argv = append(argv, "--failover-margin", l.cfg.FailoverMargin.String())
 	}
 	p, err := startProc("server", "", l.logPath("server"), argv, l.env)
 	if err != nil {

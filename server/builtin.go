@@ -25,10 +25,20 @@ var builtinRegistrations = map[string]workflow.Registration{
 	// cycle. Node reads do not enter a pod step's inputs either way.
 	"scheduler": {Name: "scheduler", Builtin: true, Spec: api.ControllerSpec{
 		Owns: []api.FieldRef{"Pod:status.node"},
-		Reads: []api.FieldRef{"Pod:spec.containers[*].resources", "Pod:spec.placement",
+		Reads: []api.FieldRef{"Pod:spec.containers[*].resources", "Pod:spec.placement", "Pod:status.evicted",
 			"Node:labels", "Node:spec.unschedulable", "Node:spec.taints"},
 		Steps: []api.Step{{Name: "schedule", Kind: "Pod", Phase: workflow.Up, Where: "cluster",
 			After: []string{"admitted"}, Requires: []string{"admitted"}, Before: []string{"scheduled"}, RequiredBy: []string{"scheduled"}, Timeout: "30s"}},
+	}},
+	// The node lifecycle (nodes.go) has no steps: it watches leases and
+	// evicts pods, whose workflows then run again. It also reads where
+	// pods are (Pod:status.node) without declaring it: the scheduler,
+	// which writes that, reads the evictions, and a step-less controller
+	// is ordered against nothing.
+	"nodes": {Name: "nodes", Builtin: true, Spec: api.ControllerSpec{
+		Owns: []api.FieldRef{"Node:status.reachability", "Node:status.unreachableSince", "Node:status.drain",
+			"Pod:status.evicted"},
+		Reads: []api.FieldRef{"Node:spec.drain", "Pod:spec.failover"},
 	}},
 	"ipam": {Name: "ipam", Builtin: true, Spec: api.ControllerSpec{
 		Owns:  []api.FieldRef{"Node:status.podPrefix", "Pod:status.ip"},
@@ -42,7 +52,7 @@ var builtinRegistrations = map[string]workflow.Registration{
 	}},
 	"agent": {Name: "agent", Builtin: true, Spec: api.ControllerSpec{
 		Owns: []api.FieldRef{"Pod:status.phase", "Pod:status.containers", "Pod:status.message",
-			"Node:status.state", "Node:status.heartbeat", "Node:status.address", "Node:status.capacity",
+			"Node:status.state", "Node:status.address", "Node:status.capacity",
 			"Node:status.pods", "Node:status.agentURL", "Node:status.network"},
 		Reads: []api.FieldRef{"Pod:spec.containers", "Pod:spec.restart", "Pod:spec.privileges", "Pod:status.node", "Pod:status.ip",
 			"Node:status.podPrefix"},
@@ -70,7 +80,7 @@ var builtinRegistrations = map[string]workflow.Registration{
 }
 
 // DefaultBuiltins are the built-in controllers a server runs by default.
-var DefaultBuiltins = []string{"admission", "scheduler", "ipam", "agent"}
+var DefaultBuiltins = []string{"admission", "scheduler", "nodes", "ipam", "agent"}
 
 // Builtins returns the registrations of the named built-in controllers.
 func Builtins(names []string) ([]workflow.Registration, error) {
@@ -78,7 +88,7 @@ func Builtins(names []string) ([]workflow.Registration, error) {
 	for _, n := range names {
 		r, ok := builtinRegistrations[n]
 		if !ok {
-			return nil, fmt.Errorf("no built-in controller %q (known: admission, scheduler, ipam, agent)", n)
+			return nil, fmt.Errorf("no built-in controller %q (known: admission, scheduler, nodes, ipam, agent)", n)
 		}
 		regs = append(regs, r)
 	}

@@ -42,6 +42,8 @@ type Orchestrator struct {
 
 	addrs   addressBook  // addresses the ipam steps handed out lately
 	places  *placeCache  // nodes and what pods hold on them, for the scheduler
+	leases  *leaseTable  // when each node was last heard from
+	life    *lifecycle   // the nodes controller
 	netMu   sync.Mutex   // guards network
 	network netip.Prefix // the cluster's pod prefix, once read
 
@@ -60,6 +62,9 @@ func NewOrchestrator(st *store.Store, kv *clientv3.Client, prefix string, log *s
 		return nil, err
 	}
 	o := &Orchestrator{store: st, kv: kv, prefix: prefix, log: log, Queue: &workflow.Queue{}, builtins: regs, places: newPlaceCache()}
+	o.leases = newLeaseTable(kv, prefix)
+	o.leases.onRenew = o.places.renewed
+	o.life = newLifecycle(o)
 	o.rec = &runRecorder{kv: kv, prefix: prefix + "/runs/", dirty: map[string]workflow.RunRecord{}, log: log}
 	o.Local = &workflow.Local{Fallback: o.Queue}
 	o.Engine = workflow.NewEngine(workflow.Options{Objects: o, Dispatcher: o.Local, Recorder: o.rec})
@@ -292,8 +297,10 @@ const RetryFailedEvery = time.Minute
 func (o *Orchestrator) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	wg.Add(3)
+	wg.Add(5)
 	go func() { defer wg.Done(); o.rec.run(ctx) }()
+	go func() { defer wg.Done(); o.leases.run(ctx) }()
+	go func() { defer wg.Done(); o.life.run(ctx) }()
 	// Nodes coming, going or changing can make a failed placement work:
 	// failed pod runs are retried a second after a burst of node changes.
 	go func() {
@@ -311,6 +318,7 @@ func (o *Orchestrator) Run(ctx context.Context) {
 		// Nodes have workflows of their own (readiness).
 		o.follow(ctx, "Node", func(ev store.Event) {
 			o.places.event(ev)
+			o.life.nodeEvent(ev)
 			if ev.Type == store.Deleted {
 				o.Engine.Forget(toRef(ev.Object.Ref()))
 			} else {
@@ -319,6 +327,7 @@ func (o *Orchestrator) Run(ctx context.Context) {
 			retry()
 		}, func(objs []api.Object) {
 			o.places.list("Node", objs)
+			o.life.nodeList(objs)
 			o.submitAll(ctx, objs)
 			retry()
 		}, wg.Done)
@@ -431,6 +440,16 @@ func setBody(o *api.Object, b map[string]any) { o.SetBody(b) }
 // Write applies a successful step's field writes, as its changer, with
 // field ownership enforced. It implements workflow.Objects.
 func (o *Orchestrator) Write(ctx context.Context, ref workflow.Ref, changer, step string, writes map[string]any) (map[string]any, error) {
+	cause := "step " + step
+	if step == "" {
+		cause = "status"
+	}
+	return o.writeAs(ctx, ref, changer, cause, writes)
+}
+
+// writeAs applies field writes as changer, for cause, with field
+// ownership enforced, and returns the object's new body.
+func (o *Orchestrator) writeAs(ctx context.Context, ref workflow.Ref, changer, cause string, writes map[string]any) (map[string]any, error) {
 	id, err := identity.Parse(changer)
 	if err != nil {
 		return nil, err
@@ -444,10 +463,6 @@ func (o *Orchestrator) Write(ctx context.Context, ref workflow.Ref, changer, ste
 	}
 	sort.Slice(ops, func(i, j int) bool { return ops[i].Path < ops[j].Path })
 	var body map[string]any
-	cause := "step " + step
-	if step == "" {
-		cause = "status"
-	}
 	_, err = o.store.Mutate(ctx, fromRef(ref), store.Write{Changer: changer, Cause: cause},
 		func(cur *api.Object) (*api.Object, error) {
 			if cur == nil {

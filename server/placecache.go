@@ -53,9 +53,10 @@ type placeCache struct {
 	// spread over: group → key → value → pods. Built on first use, kept
 	// up as pods come and go, dropped when nodes come, go or relabel.
 	spreads map[string]map[string]map[string]int
-	assumed []assumption    // oldest first; some long confirmed
-	listed  map[string]bool // kinds loaded once
-	synced  chan struct{}   // closed once Node and Pod are loaded
+	heard   map[string]time.Time // node → its lease's last renewal
+	assumed []assumption         // oldest first; some long confirmed
+	listed  map[string]bool      // kinds loaded once
+	synced  chan struct{}        // closed once Node and Pod are loaded
 }
 
 type podKey struct{ ns, name string }
@@ -78,7 +79,7 @@ type assumption struct {
 
 func newPlaceCache() *placeCache {
 	return &placeCache{now: time.Now, index: map[string]int{}, usage: map[string]scheduler.Resources{},
-		pods: map[podKey]*podHold{}, ips: map[string]podKey{}, subnets: map[string]string{}, subnetOf: map[string]string{}, groups: map[string]map[string]int{}, spreads: map[string]map[string]map[string]int{},
+		pods: map[podKey]*podHold{}, ips: map[string]podKey{}, subnets: map[string]string{}, subnetOf: map[string]string{}, heard: map[string]time.Time{}, groups: map[string]map[string]int{}, spreads: map[string]map[string]map[string]int{},
 		listed: map[string]bool{},
 		synced: make(chan struct{})}
 }
@@ -345,9 +346,8 @@ func (c *placeCache) setNodeLocked(o *api.Object) {
 	capacity, _ := o.Status["capacity"].(map[string]any)
 	n.Capacity = scheduler.Resources{CPUMilli: number(capacity["cpuMilli"]),
 		MemoryBytes: number(capacity["memoryBytes"]), Pods: number(capacity["pods"])}
-	if hb, ok := o.Status["heartbeat"].(string); ok {
-		n.Heartbeat, _ = time.Parse(time.RFC3339Nano, hb)
-	}
+	n.Heartbeat = c.heard[o.Name]
+	n.Unreachable = o.Status["reachability"] == unreachable
 	n.Network, _ = o.Status["network"].(string)
 	if i, ok := c.index[o.Name]; ok {
 		if !maps.Equal(c.nodes[i].Labels, n.Labels) {
@@ -359,6 +359,53 @@ func (c *placeCache) setNodeLocked(o *api.Object) {
 	clear(c.spreads)
 	c.index[o.Name] = len(c.nodes)
 	c.nodes = append(c.nodes, n)
+}
+
+// placedOn returns the pods the store shows on node.
+func (c *placeCache) placedOn(node string) []podKey {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.usage[node].Pods == 0 {
+		return nil
+	}
+	var out []podKey
+	for k, h := range c.pods {
+		if h.stored == node {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// allocated returns what the pods placed on node hold there.
+func (c *placeCache) allocated(node string) scheduler.Resources {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.usage[node]
+}
+
+// orphanNodes returns the nodes pods are placed on that the store no
+// longer has.
+func (c *placeCache) orphanNodes() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for n, u := range c.usage {
+		if _, ok := c.index[n]; !ok && u.Pods > 0 {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// renewed takes in a renewal of a node's lease.
+func (c *placeCache) renewed(node string, at time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.heard[node] = at
+	if i, ok := c.index[node]; ok {
+		c.nodes[i].Heartbeat = at
+	}
 }
 
 func (c *placeCache) dropSubnetLocked(node string) {

@@ -19,17 +19,19 @@ func testCache(t testing.TB, nodes ...api.Object) (*placeCache, *time.Time) {
 	c := newPlaceCache()
 	c.now = func() time.Time { return clock }
 	c.list("Node", nodes)
+	for _, n := range nodes {
+		c.renewed(n.Name, clock)
+	}
 	c.list("Pod", nil)
 	return c, &clock
 }
 
-// readyNode is a Node as its agent reports it: heartbeat now, network
-// ready, cpus and memory as given, room for 110 pods.
+// readyNode is a Node as its agent reports it: network ready, cpus and
+// memory as given, room for 110 pods. testCache renews its lease.
 func readyNode(name string, cpuMilli, memBytes int64, labels map[string]string) api.Object {
 	return api.Object{Kind: "Node", Name: name, Labels: labels, Status: map[string]any{
-		"heartbeat": time.Date(2026, 11, 24, 16, 0, 0, 0, time.UTC).Format(time.RFC3339Nano),
-		"network":   "ready",
-		"capacity":  map[string]any{"cpuMilli": float64(cpuMilli), "memoryBytes": float64(memBytes), "pods": float64(110)},
+		"network":  "ready",
+		"capacity": map[string]any{"cpuMilli": float64(cpuMilli), "memoryBytes": float64(memBytes), "pods": float64(110)},
 	}}
 }
 
@@ -159,7 +161,7 @@ func TestPlaceCacheUnconfirmed(t *testing.T) {
 // TestPlaceCacheNodes: a node's pods keep holding it while it is gone
 // from the store, and readiness comes from the node's status.
 func TestPlaceCacheNodes(t *testing.T) {
-	c, clock := testCache(t, readyNode("n1", 4000, 8*gib, nil))
+	c, _ := testCache(t, readyNode("n1", 4000, 8*gib, nil))
 	put(c, podObj("web", "2Gi", "n1", nil))
 	c.event(store.Event{Type: store.Deleted, Object: readyNode("n1", 0, 0, nil)})
 	if _, err := c.place("default", "x", "g", scheduler.Request{}); err != scheduler.ErrNoNodes {
@@ -167,10 +169,12 @@ func TestPlaceCacheNodes(t *testing.T) {
 	}
 	put(c, readyNode("n1", 4000, 8*gib, map[string]string{"region": "home"}))
 	wantUsed(t, "n1 back", c, map[string]string{"n1": "2Gi/1"})
-	*clock = clock.Add(scheduler.HeartbeatTimeout)
+	gone := readyNode("n1", 4000, 8*gib, map[string]string{"region": "home"})
+	gone.Status["reachability"] = unreachable
+	put(c, gone)
 	_, err := c.place("default", "x", "g", scheduler.Request{Placement: api.Placement{NodeSelector: map[string]string{"region": "home"}}})
-	if want := "no node fits: 1 node: not ready: no recent heartbeat"; err == nil || err.Error() != want {
-		t.Errorf("placing after n1's heartbeat aged: %v, want %s", err, want)
+	if want := "no node fits: 1 node: unreachable: no heartbeat for longer than its lease"; err == nil || err.Error() != want {
+		t.Errorf("placing after n1's lease expired: %v, want %s", err, want)
 	}
 }
 

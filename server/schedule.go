@@ -24,15 +24,23 @@ func (o *Orchestrator) schedule(ctx context.Context, item *workflow.WorkItem, lo
 		return workflow.Result{Err: err.Error()}
 	}
 	req := podRequest(spec)
-	req.Current, _ = pod.Status["node"].(string)
+	cur := str(pod.Status["node"])
+	// A pod evicted from its node is placed anew, anywhere else.
+	if req.Avoid = evictedFrom(&pod); req.Avoid != cur {
+		req.Current = cur
+	}
 	name, err := o.places.place(pod.Namespace, pod.Name, groupOf(pod.Namespace, pod.Labels), req)
 	if err != nil {
 		return workflow.Result{Err: err.Error()}
 	}
-	if name == req.Current {
+	if name == cur {
 		return workflow.Result{}
 	}
-	log("placed", map[string]any{"node": name})
+	if cur != "" {
+		log("moved", map[string]any{"from": cur, "node": name})
+	} else {
+		log("placed", map[string]any{"node": name})
+	}
 	return workflow.Result{Writes: map[string]any{"status.node": name}}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"testing"
-	"time"
 
 	"skiff.dev/skiff/api"
 	"skiff.dev/skiff/workflow"
@@ -58,10 +57,9 @@ func TestScheduleNodeSelector(t *testing.T) {
 		if _, err := c.Apply(ctx, api.Object{Kind: "Node", Name: n.name, Labels: map[string]string{"region": n.region}}, 0); err != nil {
 			t.Fatalf("node %s registering: %v", n.name, err)
 		}
-		err := c.PatchStatus(ctx, ref, map[string]any{
-			"status.heartbeat": time.Now().UTC().Format(time.RFC3339Nano),
-			"status.network":   "ready",
-			"status.capacity":  map[string]any{"cpuMilli": 4000, "memoryBytes": 4 << 30, "pods": 110},
+		_, err := c.Heartbeat(ctx, ref.Name, map[string]any{
+			"status.network":  "ready",
+			"status.capacity": map[string]any{"cpuMilli": 4000, "memoryBytes": 4 << 30, "pods": 110},
 		})
 		if err != nil {
 			t.Fatalf("node %s reporting ready: %v", n.name, err)

@@ -95,6 +95,7 @@ func (s *Server) AttachNode(name string, h http.Handler) {
 // orchestrator (which also holds the field owners the API enforces).
 func New(st *store.Store, tokens *Tokens, orch *Orchestrator) *Server {
 	s := &Server{store: st, tokens: tokens, orch: orch, mux: http.NewServeMux(), metrics: newMetrics()}
+	orch.life.release = s.releasePod
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		io.WriteString(w, "ok\n")
@@ -112,6 +113,7 @@ func New(st *store.Store, tokens *Tokens, orch *Orchestrator) *Server {
 	s.route("POST /v1/work/{id}/done", "work", s.completeWork)
 	s.route("POST /v1/nodes/{node}/images", "images", s.importImage)
 	s.route("POST /v1/nodes/{node}/forget", "nodes", s.forgetNode)
+	s.route("POST /v1/nodes/{node}/heartbeat", "heartbeat", s.heartbeat)
 	s.route("POST /v1/nodes/{node}/certificate", "nodes", s.nodeCertificate)
 	s.route("GET /v1/controllers", "controllers", s.listControllers)
 	s.route("POST /v1/controllers/verify", "controllers", s.verifyController)
@@ -321,6 +323,7 @@ func (s *Server) objects(w http.ResponseWriter, r *http.Request, tok Token) erro
 		if err := nodeMayRead(tok, &o); err != nil {
 			return err
 		}
+		s.withLease(&o)
 		writeJSON(w, 200, stripFor(s.owners(), tok, o))
 	case sub == "" && r.Method == http.MethodDelete:
 		return s.delete(w, r, tok, p.ref())
@@ -460,6 +463,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, tok Token, p objec
 	owners := s.owners()
 	for _, o := range objs {
 		if sel.Matches(o.Labels) && nodeMayRead(tok, &o) == nil {
+			s.withLease(&o)
 			items = append(items, stripFor(owners, tok, o))
 		}
 	}
@@ -666,6 +670,9 @@ func (s *Server) forgetNode(w http.ResponseWriter, r *http.Request, tok Token) e
 	}
 	_, err = s.store.Delete(r.Context(), api.Ref{Kind: "Node", Name: node}, store.Write{Changer: tok.Identity, Cause: "node forgotten"})
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	if err := s.orch.leases.forget(r.Context(), node); err != nil {
 		return err
 	}
 	writeJSON(w, 200, map[string]any{"node": node, "tokensRevoked": revoked})

@@ -43,7 +43,7 @@ type env struct {
 	admin  *client.Client
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T, configure ...func(*server.Orchestrator)) *env {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -78,6 +78,9 @@ func newEnv(t *testing.T) *env {
 	orch, err := server.NewOrchestrator(st, e.Client, prefix, slog.New(slog.NewTextHandler(logs, nil)), nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range configure {
+		f(orch)
 	}
 	orchCtx, stopOrch := context.WithCancel(context.Background())
 	orchDone := make(chan struct{})

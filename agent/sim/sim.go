@@ -237,7 +237,7 @@ func (s *Sim) register(ctx context.Context) error {
 					c := s.client()
 					_, err := c.Apply(ctx, node, 0)
 					if err == nil {
-						err = c.PatchStatus(ctx, node.Ref(), s.status(name, true))
+						_, err = c.Heartbeat(ctx, name, s.status(name, true))
 					}
 					if err == nil {
 						s.registered.Add(1)
@@ -274,10 +274,7 @@ func (s *Sim) status(node string, full bool) map[string]any {
 	s.mu.Lock()
 	pods := s.per[node]
 	s.mu.Unlock()
-	st := map[string]any{
-		"status.heartbeat": time.Now().UTC().Format(time.RFC3339Nano),
-		"status.pods":      pods,
-	}
+	st := map[string]any{"status.pods": pods}
 	if full {
 		st["status.state"] = "ready"
 		st["status.capacity"] = map[string]any{"cpuMilli": s.o.CPUMilli, "memoryBytes": s.o.MemoryBytes, "pods": s.o.Pods}
@@ -303,7 +300,7 @@ func (s *Sim) heartbeatLoop(ctx context.Context) {
 				}
 				name := s.Node(i)
 				rctx, cancel := context.WithTimeout(ctx, s.o.Heartbeat)
-				err := s.client().PatchStatus(rctx, api.Ref{Kind: "Node", Name: name}, s.status(name, false))
+				_, err := s.client().Heartbeat(rctx, name, s.status(name, false))
 				cancel()
 				if err == nil {
 					s.beats.Add(1)

@@ -73,8 +73,10 @@ func (p *plan) explain(nodes []Node) error {
 // explain adds per class.
 func (p *plan) reason(n *Node, v verdict) string {
 	switch v {
+	case evictedFrom:
+		return "the pod was evicted from it"
 	case notReady:
-		return n.NotReady(p.cutoff.Add(HeartbeatTimeout))
+		return n.NotReady()
 	case cordoned:
 		return "cordoned"
 	case selectorMismatch:

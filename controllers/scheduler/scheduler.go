@@ -8,9 +8,6 @@ import (
 	"skiff.dev/skiff/api"
 )
 
-// HeartbeatTimeout is how old a node's heartbeat may be for it to be ready.
-const HeartbeatTimeout = 40 * time.Second
-
 // Resources are amounts nodes have and pods hold.
 type Resources struct {
 	CPUMilli    int64
@@ -25,18 +22,23 @@ type Node struct {
 	Taints        []api.Taint
 	Unschedulable bool      // cordoned
 	Heartbeat     time.Time // the agent's last heartbeat; zero if none
+	// Unreachable is set by the node lifecycle once the node's lease
+	// expired: no heartbeat for a lease.
+	Unreachable bool
 	Network       string    // status.network: "ready" once the node's readiness run programmed it
 	Capacity      Resources // Pods 0: no limit on the number of pods
 	Used          Resources // held by the pods placed there
 }
 
-// NotReady says why the node takes no new pods at now, or "" if it does:
-// it must have sent a heartbeat within HeartbeatTimeout and have its
-// network ready.
-func (n *Node) NotReady(now time.Time) string {
+// NotReady says why the node takes no new pods, or "" if it does: its
+// agent must have been heard from, its lease must hold, and its network
+// must be ready.
+func (n *Node) NotReady() string {
 	switch {
-	case !n.Heartbeat.After(now.Add(-HeartbeatTimeout)):
-		return "not ready: no recent heartbeat"
+	case n.Heartbeat.IsZero():
+		return "not ready: no heartbeat yet"
+	case n.Unreachable:
+		return "unreachable: no heartbeat for longer than its lease"
 	case n.Network != "ready":
 		return "network not ready"
 	}
@@ -52,6 +54,9 @@ type Request struct {
 	// there, already counted in that node's Used.
 	Current string
 	Held    Resources
+	// Avoid is a node the pod was evicted from (unreachable, drained or
+	// forgotten): the pod is placed anew, anywhere but there.
+	Avoid string
 }
 
 // Cluster is a read-only view of the nodes and what is placed on them.
@@ -84,6 +89,9 @@ func Place(req Request, c Cluster) (string, error) {
 			c.Index[c.Nodes[i].Name] = i
 		}
 	}
+	if req.Current != "" && req.Current == req.Avoid {
+		req.Current, req.Held = "", Resources{}
+	}
 	if req.Current != "" {
 		if i, ok := c.Index[req.Current]; ok {
 			return req.Current, stay(&req, &c.Nodes[i])
@@ -115,6 +123,7 @@ type verdict uint8
 
 const (
 	fits verdict = iota
+	evictedFrom
 	notReady
 	cordoned
 	selectorMismatch
@@ -129,7 +138,6 @@ type labelPair struct{ key, value string }
 // plan is one placement's request, prepared for the per-node loop.
 type plan struct {
 	req      *Request
-	cutoff   time.Time   // heartbeats after it are recent
 	selector []labelPair // sorted by key, so explanations name the same one
 	binpack  bool
 	spread   string         // node label to spread over, or ""
@@ -137,7 +145,7 @@ type plan struct {
 }
 
 func newPlan(req *Request, c *Cluster) *plan {
-	p := &plan{req: req, cutoff: c.Now.Add(-HeartbeatTimeout), binpack: req.Placement.Score == api.ScoreBinpack,
+	p := &plan{req: req, binpack: req.Placement.Score == api.ScoreBinpack,
 		spread: req.Placement.Spread, selector: sortedSelector(req.Placement.NodeSelector)}
 	if p.spread != "" {
 		p.domain = c.Domains
@@ -166,7 +174,9 @@ func Domains(nodes []Node, index map[string]int, group map[string]int, key strin
 // not allocate.
 func (p *plan) verdict(n *Node) verdict {
 	switch {
-	case !n.Heartbeat.After(p.cutoff) || n.Network != "ready":
+	case n.Name == p.req.Avoid:
+		return evictedFrom
+	case n.Heartbeat.IsZero() || n.Unreachable || n.Network != "ready":
 		return notReady
 	case n.Unschedulable:
 		return cordoned

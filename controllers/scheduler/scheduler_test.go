@@ -46,7 +46,7 @@ func taint(key, value, effect string) func(*Node) {
 
 var (
 	cordon        = func(n *Node) { n.Unschedulable = true }
-	staleBeat     = func(n *Node) { n.Heartbeat = now.Add(-HeartbeatTimeout) }
+	staleBeat     = func(n *Node) { n.Unreachable = true }
 	neverBeat     = func(n *Node) { n.Heartbeat = time.Time{} }
 	networkDown   = func(n *Node) { n.Network = "" }
 	smallMemory   = func(n *Node) { n.Capacity.MemoryBytes = 1 * gi }
@@ -110,8 +110,12 @@ func TestFilters(t *testing.T) {
 			[]Node{node("n1", taint("dedicated", "gpu", "NoSchedule"), taint("spot", "", "NoExecute"))},
 			"no node fits: 1 node: taint spot:NoExecute not tolerated"},
 		{"cordoned", Request{}, []Node{node("n1", cordon), node("n2", cordon)}, "no node fits: 2 nodes: cordoned"},
-		{"heartbeat too old", Request{}, []Node{node("n1", staleBeat), node("n2", neverBeat)}, "no node fits: 2 nodes: not ready: no recent heartbeat"},
-		{"heartbeat recent enough", Request{}, []Node{node("n1", func(n *Node) { n.Heartbeat = now.Add(-HeartbeatTimeout + time.Millisecond) })}, "n1"},
+		{"lease expired, never heard from", Request{}, []Node{node("n1", staleBeat), node("n2", neverBeat)},
+			"no node fits: 1 node: not ready: no heartbeat yet; 1 node: unreachable: no heartbeat for longer than its lease"},
+		{"an old heartbeat is fine while the lease holds", Request{}, []Node{node("n1", func(n *Node) { n.Heartbeat = now.Add(-time.Hour) })}, "n1"},
+		{"evicted: anywhere but there", Request{Avoid: "n1"}, []Node{node("n1"), node("n2", used(3000, 0, 50))}, "n2"},
+		{"evicted, nowhere else", Request{Avoid: "n1"}, []Node{node("n1"), node("n2", cordon)},
+			"no node fits: 1 node: cordoned; 1 node: the pod was evicted from it"},
 		{"network not ready", Request{}, []Node{node("n1", networkDown)}, "no node fits: 1 node: network not ready"},
 		{"too many pods", Request{}, []Node{node("n1", used(0, 0, 110)), node("n2", podsMax3Full)},
 			"no node fits: 1 node: too many pods (max 110); 1 node: too many pods (max 3)"},
@@ -120,7 +124,7 @@ func TestFilters(t *testing.T) {
 			[]Node{node("a", cordon, cloud), node("b", staleBeat, cordon), node("c", cloud, taint("x", "", "NoSchedule")),
 				node("d", home, taint("x", "", "NoSchedule"), smallMemory), node("e", home, smallMemory), node("f", home, used(4000, 0, 1))},
 			"no node fits: 1 node: cordoned; 1 node: insufficient cpu (needs 100m, max free 0); 1 node: insufficient memory (needs 2Gi, max free 1Gi); " +
-				"1 node: not ready: no recent heartbeat; 1 node: region=cloud does not match home; 1 node: taint x:NoSchedule not tolerated"},
+				"1 node: region=cloud does not match home; 1 node: taint x:NoSchedule not tolerated; 1 node: unreachable: no heartbeat for longer than its lease"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
