@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -78,7 +79,12 @@ type Dispatcher interface {
 	Cancel(itemID string)
 }
 
-// Recorder receives a copy of a run record whenever it changes.
+// Recorder receives a copy of a run record after it changes. Changes to a
+// running run that come close together (its steps finishing one after
+// another) are handed over once, within RecordDelay of the first; the
+// record of a run that ended, at once. Record is called with the engine's
+// lock held, so records reach it in the order they were made: it must not
+// call the engine.
 type Recorder interface {
 	Record(r RunRecord)
 }
@@ -100,17 +106,30 @@ type Options struct {
 // run was superseded, it timed out, or it already finished.
 var ErrStale = errors.New("work item is no longer current")
 
+// RecordDelay bounds how long a run's change waits to be handed to the
+// Recorder, so that the changes of a burst are copied once.
+const RecordDelay = 20 * time.Millisecond
+
 // Engine runs workflows for objects. It is safe for concurrent use.
 type Engine struct {
 	o      Options
 	seq    atomic.Int64
 	mu     sync.Mutex
 	graphs map[string]*Graph // kind/phase → graph; guarded by mu
+	tmpls  map[*Graph]*template
 	objs   map[string]*objState
-	items  map[string]*attempt // item ID → attempt in flight
+	items  map[string]*attempt  // item ID → attempt in flight
+	failed map[string]*objState // objects whose last run failed, by key
+	// changed holds the runs changed since the Recorder last got them;
+	// a flush is pending while it is not empty.
+	changed map[*run]bool
 }
 
 // objState is everything the engine keeps per object. Guarded by Engine.mu.
+//
+// Its body is kept only while the engine may need it: while a run is
+// active, or when the last run failed (RetryFailed starts another from
+// it). An object at rest holds none; its next Submit brings it.
 type objState struct {
 	obj     Object
 	active  *run
@@ -126,12 +145,26 @@ type objState struct {
 type run struct {
 	rec   RunRecord
 	g     *Graph
-	idx   map[string]int // unit name → index in rec.Steps
+	idx   map[string]int // unit name → index in rec.Steps; shared, read only
 	state *objState
-	hash  map[string]string // step → read hash computed when it started
-	// sent marks steps with an attempt handed to a dispatcher; they stay
+	units []unitState // beside rec.Steps
+}
+
+// unitState is what a run keeps of a unit beside its record.
+type unitState struct {
+	hash string // read hash computed when the step started
+	// sent marks a step with an attempt handed to a dispatcher; it stays
 	// Waiting (on the controller) until it is taken.
-	sent map[string]bool
+	sent bool
+}
+
+// template is the start of every run of a graph: its units in order, with
+// their edges inside the run (shared by every run's records, never
+// changed), and each unit's index.
+type template struct {
+	steps []StepRecord
+	idx   map[string]int
+	err   error
 }
 
 // attempt is one dispatched work item.
@@ -157,7 +190,8 @@ func NewEngine(o Options) *Engine {
 			return min(d, 30*time.Second)
 		}
 	}
-	return &Engine{o: o, graphs: map[string]*Graph{}, objs: map[string]*objState{}, items: map[string]*attempt{}}
+	return &Engine{o: o, graphs: map[string]*Graph{}, tmpls: map[*Graph]*template{}, objs: map[string]*objState{},
+		items: map[string]*attempt{}, failed: map[string]*objState{}, changed: map[*run]bool{}}
 }
 
 // SetGraphs replaces the graphs new runs use; runs in progress keep theirs.
@@ -168,6 +202,7 @@ func (e *Engine) SetGraphs(gs []*Graph) {
 	}
 	e.mu.Lock()
 	e.graphs = m
+	clear(e.tmpls) // runs in progress hold theirs
 	e.mu.Unlock()
 }
 
@@ -190,6 +225,26 @@ func (e *Engine) Seed(ref Ref, runs []RunRecord) {
 	}
 	if len(st.history) > e.o.KeepRuns {
 		st.history = st.history[len(st.history)-e.o.KeepRuns:]
+	}
+	e.settledLocked(st)
+}
+
+// settledLocked notes how an object without an active run rests: whether
+// its last run failed (RetryFailed looks only at those), and drops its
+// body if nothing will read it before its next Submit.
+func (e *Engine) settledLocked(st *objState) {
+	key := st.obj.Ref.key()
+	if st.active != nil {
+		delete(e.failed, key)
+		return
+	}
+	if n := len(st.history); n > 0 && st.history[n-1].State == RunFailed {
+		e.failed[key] = st
+		return
+	}
+	delete(e.failed, key)
+	if len(st.history) > 0 {
+		st.obj.Body = nil
 	}
 }
 
@@ -236,6 +291,9 @@ func (e *Engine) Submit(obj Object) {
 		st.active = r
 		actions = append(actions, e.advanceLocked(r)...)
 	}
+	if st.active == nil {
+		e.settledLocked(st)
+	}
 	e.mu.Unlock()
 	for _, a := range actions {
 		a()
@@ -250,7 +308,7 @@ func (e *Engine) RetryFailed(kind string) int {
 	e.mu.Lock()
 	var actions []func()
 	n := 0
-	for _, st := range e.objs {
+	for _, st := range e.failed {
 		if st.obj.Kind != kind || st.active != nil || len(st.history) == 0 || st.history[len(st.history)-1].State != RunFailed {
 			continue
 		}
@@ -267,6 +325,7 @@ func (e *Engine) RetryFailed(kind string) int {
 			continue
 		}
 		st.active = r
+		delete(e.failed, st.obj.Ref.key())
 		actions = append(actions, e.advanceLocked(r)...)
 		n++
 	}
@@ -302,6 +361,9 @@ func (e *Engine) Rerun(obj Object, cause string) {
 			actions = append(actions, e.advanceLocked(r)...)
 		}
 	}
+	if st.active == nil {
+		e.settledLocked(st)
+	}
 	e.mu.Unlock()
 	for _, a := range actions {
 		a()
@@ -317,6 +379,7 @@ func (e *Engine) Forget(ref Ref) {
 		actions = e.supersedeLocked(st.active)
 	}
 	delete(e.objs, ref.key())
+	delete(e.failed, ref.key())
 	e.mu.Unlock()
 	for _, a := range actions {
 		a()
@@ -324,17 +387,32 @@ func (e *Engine) Forget(ref Ref) {
 }
 
 func (e *Engine) newRunLocked(st *objState, g *Graph, phase string) (*run, error) {
-	goal := Goal(g.Kind, phase)
-	units, optional, err := g.Transaction(goal)
-	if err != nil {
-		return nil, err
+	t := e.templateLocked(g, phase)
+	if t.err != nil {
+		return nil, t.err
 	}
 	now := e.o.Now()
 	// IDs sort by start time, as run records are stored by ID.
 	id := fmt.Sprintf("%011x-%06x", now.UnixMilli(), e.seq.Add(1)&0xffffff)
-	r := &run{g: g, idx: map[string]int{}, state: st, hash: map[string]string{}, sent: map[string]bool{}}
+	r := &run{g: g, idx: t.idx, state: st, units: make([]unitState, len(t.steps))}
 	r.rec = RunRecord{ID: id, Object: st.obj.Ref.String(), Kind: st.obj.Kind, Namespace: st.obj.Namespace,
-		Name: st.obj.Name, Generation: st.obj.Generation, Phase: phase, Target: goal, State: RunRunning, Started: now}
+		Name: st.obj.Name, Generation: st.obj.Generation, Phase: phase, Target: Goal(g.Kind, phase), State: RunRunning, Started: now,
+		Steps: slices.Clone(t.steps)}
+	return r, nil
+}
+
+// templateLocked returns the template of g's runs for phase.
+func (e *Engine) templateLocked(g *Graph, phase string) *template {
+	if t := e.tmpls[g]; t != nil {
+		return t
+	}
+	t := &template{idx: map[string]int{}}
+	e.tmpls[g] = t
+	units, optional, err := g.Transaction(Goal(g.Kind, phase))
+	if err != nil {
+		t.err = err
+		return t
+	}
 	in := map[string]bool{}
 	for _, u := range units {
 		in[u] = true
@@ -357,10 +435,10 @@ func (e *Engine) newRunLocked(st *objState, g *Graph, phase string) (*run, error
 		} else {
 			sr.Target = true
 		}
-		r.idx[u] = len(r.rec.Steps)
-		r.rec.Steps = append(r.rec.Steps, sr)
+		t.idx[u] = len(t.steps)
+		t.steps = append(t.steps, sr)
 	}
-	return r, nil
+	return t
 }
 
 func finished(state string) bool {
@@ -387,7 +465,7 @@ func (e *Engine) advanceLocked(r *run) []func() {
 			}
 			// A failed requirement fails this unit, waiting or running.
 			if dep := r.failedRequirement(sr); dep != "" {
-				if sr.State == Running || r.sent[sr.Name] {
+				if sr.State == Running || r.units[r.idx[sr.Name]].sent {
 					actions = append(actions, e.cancelUnitLocked(r, sr.Name)...)
 				}
 				sr.State, sr.Reason, sr.WaitingOn = Failed, "dependency failed: "+dep, nil
@@ -396,7 +474,7 @@ func (e *Engine) advanceLocked(r *run) []func() {
 				progress = true
 				continue
 			}
-			if sr.State != Waiting || r.sent[sr.Name] {
+			if sr.State != Waiting || r.units[r.idx[sr.Name]].sent {
 				continue
 			}
 			var waiting []string
@@ -442,6 +520,7 @@ func (e *Engine) advanceLocked(r *run) []func() {
 	if len(st.history) > e.o.KeepRuns {
 		st.history = st.history[len(st.history)-e.o.KeepRuns:]
 	}
+	e.settledLocked(st)
 	if r.rec.Phase == Down && r.rec.State == RunDone {
 		ref := st.obj.Ref
 		actions = append(actions, func() { e.o.Objects.Remove(context.Background(), ref) })
@@ -489,7 +568,7 @@ func (e *Engine) startStepLocked(r *run, sr *StepRecord) []func() {
 		sr.Finished = sr.Started
 		return nil
 	}
-	r.hash[sr.Name] = h
+	r.units[r.idx[sr.Name]].hash = h
 	if s.Where == "node" && nodeOf(r.state.obj) == "" {
 		// A node step needs the object's node. Going down, an object that
 		// never had one has nothing to undo there.
@@ -519,7 +598,7 @@ func nodeOf(obj Object) string {
 func (e *Engine) dispatchLocked(r *run, sr *StepRecord, s *Step) []func() {
 	sr.Attempts++
 	sr.State = Waiting
-	r.sent[sr.Name] = true
+	r.units[r.idx[sr.Name]].sent = true
 	sr.Reason = ""
 	obj := r.state.obj
 	item := &WorkItem{
@@ -631,7 +710,7 @@ func (e *Engine) Complete(itemID string, res Result) error {
 		t := e.o.Now()
 		sr.State, sr.Finished, sr.WaitingOn = Done, &t, nil
 		sr.Writes = sortedKeys(res.Writes)
-		if h := r.hash[sr.Name]; h != "" {
+		if h := r.units[r.idx[sr.Name]].hash; h != "" {
 			sr.ReadHash = h
 			r.state.success[sr.Name] = h
 		}
@@ -739,7 +818,7 @@ func (e *Engine) supersedeLocked(r *run) []func() {
 		if finished(sr.State) {
 			continue
 		}
-		if sr.State == Running || r.sent[sr.Name] {
+		if sr.State == Running || r.units[r.idx[sr.Name]].sent {
 			actions = append(actions, e.cancelUnitLocked(r, sr.Name)...)
 		}
 		sr.State, sr.Reason, sr.Finished, sr.WaitingOn = Cancelled, "superseded by a newer run", &t, nil
@@ -754,14 +833,36 @@ func (e *Engine) supersedeLocked(r *run) []func() {
 	return append(actions, e.recordLocked(r))
 }
 
-// recordLocked returns an action that hands a copy of the record to the
-// recorder.
+// recordLocked notes that r's record changed and returns an action that
+// schedules handing it to the recorder, if none is scheduled yet. The
+// record of a run that ended is handed over at once.
 func (e *Engine) recordLocked(r *run) func() {
 	if e.o.Recorder == nil {
-		return func() {}
+		return noAction
 	}
-	c := copyRecord(r.rec)
-	return func() { e.o.Recorder.Record(c) }
+	if r.rec.State != RunRunning {
+		delete(e.changed, r)
+		e.o.Recorder.Record(copyRecord(r.rec))
+		return noAction
+	}
+	first := len(e.changed) == 0
+	e.changed[r] = true
+	if !first {
+		return noAction
+	}
+	return func() { time.AfterFunc(RecordDelay, e.flushRecords) }
+}
+
+func noAction() {}
+
+// flushRecords hands a copy of each changed run's record to the recorder.
+func (e *Engine) flushRecords() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for r := range e.changed {
+		e.o.Recorder.Record(copyRecord(r.rec))
+	}
+	clear(e.changed)
 }
 
 func copyRecord(r RunRecord) RunRecord {
