@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -37,7 +39,10 @@ func (s *Store) Watch(ctx context.Context, kind, ns string, after int64) <-chan 
 		defer close(out)
 		ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 		defer cancel()
-		wc := s.kv.Watch(ctx, p, clientv3.WithPrefix(), clientv3.WithRev(after+1), clientv3.WithPrevKV())
+		// No WithPrevKV: etcd would read every changed key's previous
+		// value for every watcher, though only deletions need it; those
+		// are read here (deleted).
+		wc := s.kv.Watch(ctx, p, clientv3.WithPrefix(), clientv3.WithRev(after+1))
 		for resp := range wc {
 			if err := resp.Err(); err != nil {
 				if errors.Is(err, rpctypes.ErrCompacted) || resp.CompactRevision != 0 {
@@ -52,8 +57,10 @@ func (s *Store) Watch(ctx context.Context, kind, ns string, after int64) <-chan 
 				switch {
 				case ev.Type == clientv3.EventTypeDelete:
 					e.Type = Deleted
-					if ev.PrevKv != nil {
-						raw = ev.PrevKv.Value
+					var err error
+					if raw, err = s.deleted(ctx, ev.Kv); err != nil {
+						send(ctx, out, Event{Err: fmt.Errorf("watch %s: %v", kind, err)})
+						return
 					}
 				case ev.IsCreate():
 					e.Type, raw = Created, ev.Kv.Value
@@ -85,4 +92,27 @@ func send(ctx context.Context, out chan<- Event, e Event) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// deleted returns the last value of a key deleted at kv.ModRevision, as
+// etcd still has it. If etcd compacted it away, the object is the one its
+// key names, with nothing else.
+func (s *Store) deleted(ctx context.Context, kv *mvccpb.KeyValue) ([]byte, error) {
+	resp, err := s.kv.Get(ctx, string(kv.Key), clientv3.WithRev(kv.ModRevision-1))
+	switch {
+	case err == nil && len(resp.Kvs) > 0:
+		return resp.Kvs[0].Value, nil
+	case err != nil && !errors.Is(err, rpctypes.ErrCompacted):
+		return nil, fmt.Errorf("read deleted %s: %w", kv.Key, err)
+	}
+	rest, ok := strings.CutPrefix(string(kv.Key), s.prefix+"/o/")
+	parts := strings.Split(rest, "/")
+	if !ok || len(parts) != 3 {
+		return nil, fmt.Errorf("deleted key %s is not an object's", kv.Key)
+	}
+	o := api.Object{Kind: parts[0], Namespace: parts[1], Name: parts[2]}
+	if o.Namespace == "_" {
+		o.Namespace = ""
+	}
+	return json.Marshal(o)
 }
