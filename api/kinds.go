@@ -23,6 +23,7 @@ var kinds = []KindInfo{
 	{Name: "Node", Plural: "nodes", Short: []string{"no"}, newSpec: func() any { return new(NodeSpec) }},
 	{Name: "Grant", Plural: "grants", Short: []string{"gr"}, newSpec: func() any { return new(GrantSpec) }},
 	{Name: "Controller", Plural: "controllers", Short: []string{"ctl", "ctrl"}, newSpec: func() any { return new(ControllerSpec) }},
+	{Name: "PinnedDeployment", Plural: "pinneddeployments", Short: []string{"pd", "pds", "pinned"}, Namespaced: true, newSpec: func() any { return new(PinnedDeploymentSpec) }},
 }
 
 // Kinds lists the built-in kinds.

@@ -50,6 +50,20 @@ var builtinRegistrations = map[string]workflow.Registration{
 				After: []string{"scheduled"}, Requires: []string{"scheduled"}, Before: []string{"network"}, RequiredBy: []string{"network"}, Timeout: "30s"},
 		},
 	}},
+	// pinned keeps PinnedDeployments' pods matching their split
+	// (server/pinned.go). Its rollout step declares no PinnedDeployment
+	// reads so that it runs in every run: a run also starts when the pods
+	// under an unchanged spec change (one lost with its node, say).
+	"pinned": {Name: "pinned", Builtin: true, Spec: api.ControllerSpec{
+		Owns:  []api.FieldRef{"PinnedDeployment:status"},
+		Reads: []api.FieldRef{"Pod:labels", "Pod:spec", "Pod:status.phase", "Pod:status.containers"},
+		Steps: []api.Step{
+			{Name: "rollout", Kind: "PinnedDeployment", Phase: workflow.Up, Where: "cluster",
+				Before: []string{"rolled-out"}, RequiredBy: []string{"rolled-out"}, Timeout: "1h"},
+			{Name: "scale-down", Kind: "PinnedDeployment", Phase: workflow.Down, Where: "cluster",
+				After: []string{"stopping"}, Before: []string{"stopped"}, RequiredBy: []string{"stopped"}, Timeout: "10m"},
+		},
+	}},
 	"agent": {Name: "agent", Builtin: true, Spec: api.ControllerSpec{
 		Owns: []api.FieldRef{"Pod:status.phase", "Pod:status.containers", "Pod:status.message",
 			"Node:status.state", "Node:status.address", "Node:status.capacity",
@@ -80,7 +94,7 @@ var builtinRegistrations = map[string]workflow.Registration{
 }
 
 // DefaultBuiltins are the built-in controllers a server runs by default.
-var DefaultBuiltins = []string{"admission", "scheduler", "nodes", "ipam", "agent"}
+var DefaultBuiltins = []string{"admission", "scheduler", "nodes", "ipam", "agent", "pinned"}
 
 // Builtins returns the registrations of the named built-in controllers.
 func Builtins(names []string) ([]workflow.Registration, error) {
@@ -88,7 +102,7 @@ func Builtins(names []string) ([]workflow.Registration, error) {
 	for _, n := range names {
 		r, ok := builtinRegistrations[n]
 		if !ok {
-			return nil, fmt.Errorf("no built-in controller %q (known: admission, scheduler, nodes, ipam, agent)", n)
+			return nil, fmt.Errorf("no built-in controller %q (known: admission, scheduler, nodes, ipam, agent, pinned)", n)
 		}
 		regs = append(regs, r)
 	}

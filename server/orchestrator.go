@@ -44,6 +44,7 @@ type Orchestrator struct {
 	places  *placeCache  // nodes and what pods hold on them, for the scheduler
 	leases  *leaseTable  // when each node was last heard from
 	life    *lifecycle   // the nodes controller
+	pinned  *pinnedController
 	netMu   sync.Mutex   // guards network
 	network netip.Prefix // the cluster's pod prefix, once read
 
@@ -65,11 +66,12 @@ func NewOrchestrator(st *store.Store, kv *clientv3.Client, prefix string, log *s
 	o.leases = newLeaseTable(kv, prefix)
 	o.leases.onRenew = o.places.renewed
 	o.life = newLifecycle(o)
+	o.pinned = newPinnedController(o)
 	o.rec = &runRecorder{kv: kv, prefix: prefix + "/runs/", dirty: map[string]workflow.RunRecord{}, log: log}
 	o.Local = &workflow.Local{Fallback: o.Queue}
 	o.Engine = workflow.NewEngine(workflow.Options{Objects: o, Dispatcher: o.Local, Recorder: o.rec})
 	o.Local.Engine = o.Engine
-	handlers := map[string]workflow.Handler{"admission": o.admit, "scheduler": o.schedule, "ipam": o.ipam}
+	handlers := map[string]workflow.Handler{"admission": o.admit, "scheduler": o.schedule, "ipam": o.ipam, "pinned": o.pinned.step}
 	for _, r := range regs {
 		if h := handlers[r.Name]; h != nil {
 			o.Local.Handle(r.Name, h)
@@ -361,12 +363,14 @@ func (o *Orchestrator) Run(ctx context.Context) {
 	}, wg.Done)
 	// A grant removed (or narrowed) leaves running pods alone but marks
 	// those that now hold privileges no grant allows.
-	wg.Add(1)
+	wg.Add(2)
+	go o.pinned.follow(ctx, wg.Done)
 	go o.follow(ctx, "Grant", func(store.Event) { o.recheckGrants(ctx) }, func([]api.Object) { o.recheckGrants(ctx) }, wg.Done)
 	// The scheduler's cache takes in each change before the engine, so a
 	// placement never sees an older pod or node than the run it is part of.
 	o.follow(ctx, "Pod", func(ev store.Event) {
 		o.places.event(ev)
+		o.pinned.podEvent(ev)
 		if ev.Type == store.Deleted {
 			o.Engine.Forget(toRef(ev.Object.Ref()))
 			return
@@ -374,6 +378,7 @@ func (o *Orchestrator) Run(ctx context.Context) {
 		o.Engine.Submit(toObject(ev.Object))
 	}, func(objs []api.Object) {
 		o.places.list("Pod", objs)
+		o.pinned.podList(objs)
 		o.submitAll(ctx, objs)
 	}, func() {})
 }

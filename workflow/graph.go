@@ -86,6 +86,8 @@ func Goal(kind, phase string) string {
 	switch {
 	case kind == "Node":
 		return "ready"
+	case kind == "PinnedDeployment" && phase == Up:
+		return "rolled-out"
 	case phase == Down:
 		return "stopped"
 	}

@@ -27,7 +27,9 @@ type Compiled struct {
 }
 
 // Targets are the built-in targets of every kind that has workflows.
-func Targets() []Target { return append(PodTargets(), NodeTargets()...) }
+func Targets() []Target {
+	return append(append(PodTargets(), NodeTargets()...), PinnedDeploymentTargets()...)
+}
 
 // Compile verifies registrations together, like `systemd-analyze verify`,
 // and returns every problem at once, each naming the steps and fields
