@@ -44,9 +44,10 @@ type Orchestrator struct {
 	places  *placeCache  // nodes and what pods hold on them, for the scheduler
 	leases  *leaseTable  // when each node was last heard from
 	life    *lifecycle   // the nodes controller
-	pinned  *pinnedController
 	netMu   sync.Mutex   // guards network
 	network netip.Prefix // the cluster's pod prefix, once read
+
+	pinned *pinnedController // PinnedDeployments' pods, for the pinned controller
 
 	mu       sync.RWMutex
 	compiled *workflow.Compiled // guarded by mu
