@@ -8,7 +8,9 @@ type ImageCollector interface {
 
 // collectImages removes images no pod on this node pins: every pod keeps
 // the images of its last PinRevisions generations, so rolling back never
-// waits on a pull.
+// waits on a pull, and those its spec asks to keep (spec.keepImages: a
+// PinnedDeployment's pods keep both versions' images, so moving its share
+// back to the other version does not pull either).
 func (a *Agent) collectImages() {
 	gc, ok := a.images.(ImageCollector)
 	if !ok {
@@ -23,6 +25,7 @@ func (a *Agent) collectImages() {
 		for _, gen := range p.Pins {
 			roots = append(roots, gen...)
 		}
+		roots = append(roots, p.Spec.KeepImages...)
 		for _, cr := range p.Containers {
 			if cr.Digest != "" {
 				roots = append(roots, cr.Digest)

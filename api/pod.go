@@ -28,6 +28,10 @@ type PodSpec struct {
 	Privileges []Privilege `json:"privileges,omitempty"`
 	// Placement says which nodes may run the pod and which it prefers.
 	Placement *Placement `json:"placement,omitempty"`
+	// KeepImages are images the pod's node keeps while it runs the pod,
+	// besides its containers' own: a PinnedDeployment's pods name both
+	// its versions' images, so that moving back never waits on a pull.
+	KeepImages []string `json:"keepImages,omitempty"`
 }
 
 // Has reports whether the pod requests privilege p (by its kind for
@@ -146,6 +150,11 @@ func (p *PodSpec) Validate() error {
 	}
 	if cycle := containerCycle(p.Containers); cycle != "" {
 		return &FieldError{Path: "containers", Reason: "start order has a cycle: " + cycle}
+	}
+	for i, img := range p.KeepImages {
+		if err := validateImage(img); err != nil {
+			return &FieldError{Path: fmt.Sprintf("keepImages[%d]", i), Reason: err.Error()}
+		}
 	}
 	seenPriv := map[Privilege]int{}
 	for i, pr := range p.Privileges {

@@ -172,7 +172,7 @@ func (c *pinnedController) maybeRerunLocked(ns, name string) {
 		if err != nil {
 			return
 		}
-		if obs := c.observe(ref, spec); !obs.plan.Complete {
+		if obs := c.observe(ref, spec); !obs.complete() {
 			c.o.Engine.Rerun(toObject(pd), "pods changed: "+obs.summary())
 		}
 	})
@@ -185,6 +185,7 @@ type observation struct {
 	pods    map[string]api.Object // its pods not being deleted, by name
 	gone    []string              // its pods being deleted
 	strays  []string              // pods its selector matches that it did not make
+	refresh []string              // its pods whose spec.keepImages is not their template's
 	targets map[string]*api.Object
 }
 
@@ -228,8 +229,18 @@ func (c *pinnedController) observe(ref api.Ref, spec *api.PinnedDeploymentSpec) 
 			Ready: ready, Stuck: stuck})
 	}
 	ob.plan = pinned.Make(in)
+	for name, v := range ob.plan.Version {
+		if !reflect.DeepEqual(ob.pods[name].Spec["keepImages"], ob.targets[v].Spec["keepImages"]) {
+			ob.refresh = append(ob.refresh, name)
+		}
+	}
+	sort.Strings(ob.refresh)
 	return ob
 }
+
+// complete: the pods match the split, are ready, and keep both versions'
+// images.
+func (ob *observation) complete() bool { return ob.plan.Complete && len(ob.refresh) == 0 }
 
 func matchesAll(l, sel map[string]string) bool {
 	for k, v := range sel {
@@ -241,10 +252,22 @@ func matchesAll(l, sel map[string]string) bool {
 }
 
 // podFromTemplate is the pod a version's template makes, spec defaulted
-// as the store keeps it.
+// as the store keeps it. Its spec.keepImages names the other version's
+// images, so that its node keeps them (agent/gc.go): moving the share
+// back then never waits on a pull.
 func podFromTemplate(pd api.Ref, spec *api.PinnedDeploymentSpec, version, name string) api.Object {
 	t := spec.Template(version)
 	typed := t.Spec
+	typed.KeepImages = nil
+	own := map[string]bool{}
+	for _, c := range typed.Containers {
+		own[c.Image] = true
+	}
+	for _, img := range spec.Images() {
+		if !own[img] {
+			typed.KeepImages = append(typed.KeepImages, img)
+		}
+	}
 	pod := api.Object{Kind: "Pod", Namespace: pd.Namespace, Name: name, Labels: map[string]string{}}
 	for k, v := range t.Labels {
 		pod.Labels[k] = v
@@ -258,9 +281,24 @@ func podFromTemplate(pd api.Ref, spec *api.PinnedDeploymentSpec, version, name s
 	return pod
 }
 
-// sameTemplate reports whether a pod has a template's labels and spec.
+// sameTemplate reports whether a pod has a template's labels and spec,
+// whatever images it keeps.
 func sameTemplate(pod, t *api.Object) bool {
-	return reflect.DeepEqual(pod.Labels, t.Labels) && reflect.DeepEqual(pod.Spec, t.Spec)
+	return reflect.DeepEqual(pod.Labels, t.Labels) && reflect.DeepEqual(withoutKeep(pod.Spec), withoutKeep(t.Spec))
+}
+
+// withoutKeep is a pod spec without keepImages, which changes no container.
+func withoutKeep(spec map[string]any) map[string]any {
+	if _, ok := spec["keepImages"]; !ok {
+		return spec
+	}
+	out := make(map[string]any, len(spec))
+	for k, v := range spec {
+		if k != "keepImages" {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // fitsInPlace reports whether a pod can become the template's in place:
@@ -315,9 +353,10 @@ func (c *pinnedController) readiness(pod *api.Object) (ready bool, stuck string)
 }
 
 // specHash identifies a pod's spec, for readiness: a pod is ready once a
-// run finished with it.
+// run finished with it. Images it keeps do not count: changing them
+// restarts nothing.
 func specHash(pod *api.Object) string {
-	b, _ := json.Marshal(pod.Spec)
+	b, _ := json.Marshal(withoutKeep(pod.Spec))
 	return string(b)
 }
 
@@ -428,7 +467,7 @@ func (c *pinnedController) rollout(ctx context.Context, item *workflow.WorkItem,
 		}
 		st := pinnedStatus(item.Generation, spec, ob)
 		switch {
-		case ob.plan.Complete:
+		case ob.complete():
 			report(st, true)
 			log("complete", map[string]any{"previous": prev, "next": next})
 			return workflow.Result{}
@@ -457,7 +496,7 @@ func pinnedStatus(gen int64, spec *api.PinnedDeploymentSpec, ob *observation) ap
 	st := api.PinnedStatus{ObservedGeneration: gen, Previous: ob.plan.Previous, Next: ob.plan.Next,
 		State: api.RolloutProgressing, Selector: api.SelectorString(spec.Selector()), Strays: ob.strays}
 	switch {
-	case ob.plan.Complete:
+	case ob.complete():
 		st.State = api.RolloutComplete
 	case ob.plan.Empty() && ob.plan.Stuck != "":
 		st.State, st.Reason, st.StalledPod = api.RolloutStalled, ob.plan.StuckReason, ob.plan.Stuck
@@ -524,6 +563,12 @@ func (c *pinnedController) apply(ctx context.Context, ref api.Ref, spec *api.Pin
 			log("created", map[string]any{"pod": name, "version": v})
 			return nil
 		})
+	}
+	// Pods whose images to keep changed (a template's image did) are told
+	// at once: that restarts nothing.
+	for _, name := range ob.refresh {
+		pod := ob.pods[name]
+		do(func() error { return c.keepImages(ctx, pod, ob.targets[ob.plan.Version[name]].Spec["keepImages"]) })
 	}
 	for _, name := range ob.plan.Delete {
 		name := name
@@ -593,6 +638,31 @@ func (c *pinnedController) updatePod(ctx context.Context, pod api.Object, t *api
 			}
 			next := cur.DeepCopy()
 			next.Labels, next.Spec = t.DeepCopy().Labels, t.DeepCopy().Spec
+			if err := c.checkWrite(cur, cur, &next); err != nil {
+				return nil, err
+			}
+			return &next, nil
+		})
+	if err != nil {
+		return err
+	}
+	c.put(res.Object)
+	return nil
+}
+
+// keepImages writes the images a pod's node keeps for it.
+func (c *pinnedController) keepImages(ctx context.Context, pod api.Object, images any) error {
+	res, err := c.o.store.Mutate(ctx, pod.Ref(), store.Write{Changer: pinnedChanger, Cause: "step rollout"},
+		func(cur *api.Object) (*api.Object, error) {
+			if cur == nil || cur.Meta.Deleting != nil || cur.Meta.Owner != pod.Meta.Owner {
+				return nil, nil
+			}
+			next := cur.DeepCopy()
+			if images == nil {
+				delete(next.Spec, "keepImages")
+			} else {
+				next.Spec["keepImages"] = images
+			}
 			if err := c.checkWrite(cur, cur, &next); err != nil {
 				return nil, err
 			}

@@ -4,15 +4,20 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+
 	"skiff.dev/skiff/api"
 	"skiff.dev/skiff/client"
 	"skiff.dev/skiff/lab"
+	"skiff.dev/skiff/test/testimage"
 )
 
 // serveVersion is a busybox httpd whose page says its version. The shell
@@ -95,7 +100,8 @@ func (w *readyWatch) arm(moment string, replicas int) {
 
 // TestPinnedDeployment: a 10-replica PinnedDeployment of busybox httpd
 // moves 0 → 30 → 100 %, then aborts back to 0 %, with never fewer than 9
-// pods ready; its history is exactly the operator's moves and the pinned
+// pods ready; at 100 % every node keeps the previous version's image, and
+// aborting downloads nothing; its history is exactly the operator's moves and the pinned
 // controller's status; operators cannot edit its pods; a broken next
 // version stalls at its first pod, says why, and leaves the previous
 // version's pods alone.
@@ -104,6 +110,7 @@ func TestPinnedDeployment(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	image := pushBusybox(t, l)
+	image2, digest1 := pushVersion2(t, l)
 	const replicas = 10
 
 	w := &readyWatch{ready: map[string]bool{}}
@@ -115,9 +122,12 @@ func TestPinnedDeployment(t *testing.T) {
 	defer stopWatch()
 	go c.Watch(wctx, "Pod", "default", list.Revision, func(ev client.Event) error { w.event(ev); return nil })
 
-	apply(t, l, pdManifest(replicas, 0, image, image, serveVersion))
+	apply(t, l, pdManifest(replicas, 0, image, image2, serveVersion))
 	rolloutStatus(t, l, "created at 0%")
-	checkVersions(t, c, ctx, map[string]int{"v1": replicas})
+	ranV1 := map[string]bool{}
+	for _, p := range checkVersions(t, c, ctx, map[string]int{"v1": replicas}) {
+		ranV1[str(p.Status["node"])] = true
+	}
 
 	for _, step := range []struct {
 		percent int
@@ -130,12 +140,23 @@ func TestPinnedDeployment(t *testing.T) {
 		rolloutStatus(t, l, fmt.Sprintf("at %d%%", step.percent))
 		checkVersions(t, c, ctx, step.want)
 	}
+	// Every node that ran v1 keeps its image, though none runs it now;
+	// so moving back downloads nothing from the registry.
+	for node := range ranV1 {
+		if !hasImage(t, l.NodeByName(node), digest1) {
+			t.Errorf("node %s ran v1 and no longer has its image %s at 100%% next", node, digest1)
+		}
+	}
+	blobsBefore := blobDownloads(t, l)
 	w.arm("aborting", replicas)
 	if out, err := l.Skiff("rollout", "abort", "pd/web"); err != nil {
 		t.Fatalf("rollout abort: %v\n%s", err, out)
 	}
 	rolloutStatus(t, l, "aborted")
 	pods := checkVersions(t, c, ctx, map[string]int{"v1": replicas})
+	if n := blobDownloads(t, l) - blobsBefore; n != 0 {
+		t.Errorf("aborting from 100%% to 0%% downloaded %d blobs from the registry, want none", n)
+	}
 	time.Sleep(500 * time.Millisecond) // the last events reach the watch
 	w.mu.Lock()
 	least, when := w.least, w.leastT
@@ -203,7 +224,7 @@ spec:
 	for _, p := range pods {
 		prevNames[p.Name] = p.Meta.Generation
 	}
-	apply(t, l, pdManifest(replicas, 0, image, image, badCommand))
+	apply(t, l, pdManifest(replicas, 0, image, image2, badCommand))
 	rolloutStatus(t, l, "with a broken next template at 0%")
 	if out, err := l.Skiff("rollout", "set", "pd/web", "--next-percent", "30"); err != nil {
 		t.Fatalf("rollout set 30: %v\n%s", err, out)
@@ -273,4 +294,64 @@ func checkVersions(t *testing.T, c *client.Client, ctx context.Context, want map
 	}
 	sort.Slice(pods, func(i, j int) bool { return pods[i].Name < pods[j].Name })
 	return pods
+}
+
+// pushVersion2 pushes a second version of the test image (its config
+// differs) and returns its reference and the first version's digest.
+func pushVersion2(t *testing.T, l *lab.Lab) (ref, digest1 string) {
+	t.Helper()
+	base := testimage.BusyboxImage(t)
+	d, err := base.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := base.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := cf.Config
+	cfg.Env = append(append([]string(nil), cfg.Env...), "IMAGE_VERSION=2")
+	v2, err := mutate.Config(base, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ref, err = l.PushImage("busybox:v2", v2); err != nil {
+		t.Fatal(err)
+	}
+	return ref, d.String()
+}
+
+// hasImage reports whether a node's image store holds the image with a
+// manifest digest.
+func hasImage(t *testing.T, n *lab.Node, digest string) bool {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(n.Dir, "images", "index.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var idx struct {
+		Images map[string]json.RawMessage `json:"images"`
+	}
+	if err := json.Unmarshal(b, &idx); err != nil {
+		t.Fatal(err)
+	}
+	_, ok := idx.Images[digest]
+	return ok
+}
+
+// blobDownloads counts the blobs the lab's registry served so far, from
+// its access log.
+func blobDownloads(t *testing.T, l *lab.Lab) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(l.Dir, "logs", "registry.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, `"GET /v2/`) && strings.Contains(line, "/blobs/sha256:") {
+			n++
+		}
+	}
+	return n
 }
