@@ -95,7 +95,11 @@ type Options struct {
 	Dispatcher Dispatcher
 	Recorder   Recorder // optional
 	Now        func() time.Time
-	// KeepRuns is how many finished runs are kept per object; default 10.
+	// KeepRuns is how many finished runs are kept in memory per object;
+	// default 10. Negative keeps none: Runs then returns only the run in
+	// progress, and the Recorder is where finished ones are found. Either
+	// way the engine remembers how the last run ended and the read hashes
+	// of its steps' last successes.
 	KeepRuns int
 	// Backoff returns the delay before retry attempt n (2, 3, ...);
 	// default 200ms doubling to at most 30s.
@@ -133,9 +137,10 @@ type Engine struct {
 type objState struct {
 	obj     Object
 	active  *run
-	history []RunRecord       // finished runs, oldest first, bounded
+	history []RunRecord       // finished runs, oldest first, at most KeepRuns
+	ended   string            // how the last finished run ended ("" if none)
 	success map[string]string // step → read hash of its last success
-	last    struct {
+	last    struct {          // the state the last done or failed run was for
 		gen   int64
 		phase string
 	}
@@ -181,9 +186,10 @@ func NewEngine(o Options) *Engine {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	if o.KeepRuns <= 0 {
+	if o.KeepRuns == 0 {
 		o.KeepRuns = 10
 	}
+	o.KeepRuns = max(o.KeepRuns, 0)
 	if o.Backoff == nil {
 		o.Backoff = func(n int) time.Duration {
 			d := 200 * time.Millisecond << min(n-2, 8)
@@ -213,7 +219,7 @@ func (e *Engine) Seed(ref Ref, runs []RunRecord) {
 	defer e.mu.Unlock()
 	st := e.state(ref)
 	for _, r := range runs {
-		st.history = append(st.history, r)
+		e.endedLocked(st, r)
 		if r.State == RunDone || r.State == RunFailed {
 			st.last.gen, st.last.phase = r.Generation, r.Phase
 		}
@@ -223,10 +229,19 @@ func (e *Engine) Seed(ref Ref, runs []RunRecord) {
 			}
 		}
 	}
-	if len(st.history) > e.o.KeepRuns {
-		st.history = st.history[len(st.history)-e.o.KeepRuns:]
-	}
 	e.settledLocked(st)
+}
+
+// endedLocked files a finished run of st's.
+func (e *Engine) endedLocked(st *objState, r RunRecord) {
+	st.ended = r.State
+	if e.o.KeepRuns == 0 {
+		return
+	}
+	st.history = append(st.history, r)
+	if len(st.history) > e.o.KeepRuns {
+		st.history = slices.Delete(st.history, 0, len(st.history)-e.o.KeepRuns)
+	}
 }
 
 // settledLocked notes how an object without an active run rests: whether
@@ -238,12 +253,12 @@ func (e *Engine) settledLocked(st *objState) {
 		delete(e.failed, key)
 		return
 	}
-	if n := len(st.history); n > 0 && st.history[n-1].State == RunFailed {
+	if st.ended == RunFailed {
 		e.failed[key] = st
 		return
 	}
 	delete(e.failed, key)
-	if len(st.history) > 0 {
+	if st.ended != "" {
 		st.obj.Body = nil
 	}
 }
@@ -309,7 +324,7 @@ func (e *Engine) RetryFailed(kind string) int {
 	var actions []func()
 	n := 0
 	for _, st := range e.failed {
-		if st.obj.Kind != kind || st.active != nil || len(st.history) == 0 || st.history[len(st.history)-1].State != RunFailed {
+		if st.obj.Kind != kind || st.active != nil || st.ended != RunFailed {
 			continue
 		}
 		phase := Up
@@ -516,10 +531,7 @@ func (e *Engine) advanceLocked(r *run) []func() {
 	st := r.state
 	st.active = nil
 	st.last.gen, st.last.phase = r.rec.Generation, r.rec.Phase
-	st.history = append(st.history, r.rec)
-	if len(st.history) > e.o.KeepRuns {
-		st.history = st.history[len(st.history)-e.o.KeepRuns:]
-	}
+	e.endedLocked(st, r.rec)
 	e.settledLocked(st)
 	if r.rec.Phase == Down && r.rec.State == RunDone {
 		ref := st.obj.Ref
@@ -826,10 +838,7 @@ func (e *Engine) supersedeLocked(r *run) []func() {
 	r.rec.State, r.rec.Reason, r.rec.Finished = RunSuperseded, "superseded by a newer run", &t
 	st := r.state
 	st.active = nil
-	st.history = append(st.history, r.rec)
-	if len(st.history) > e.o.KeepRuns {
-		st.history = st.history[len(st.history)-e.o.KeepRuns:]
-	}
+	e.endedLocked(st, r.rec)
 	return append(actions, e.recordLocked(r))
 }
 

@@ -53,11 +53,15 @@ type harness struct {
 	calls map[string]int
 }
 
-func newHarness(t *testing.T, steps []Step) *harness {
+func newHarness(t *testing.T, steps []Step, opts ...func(*Options)) *harness {
 	t.Helper()
 	h := &harness{t: t, objs: &memObjects{bodies: map[string]map[string]any{}}, spans: map[string][2]time.Time{}, calls: map[string]int{}}
 	h.local = &Local{}
-	h.e = NewEngine(Options{Objects: h.objs, Dispatcher: h.local, Backoff: func(int) time.Duration { return time.Millisecond }})
+	o := Options{Objects: h.objs, Dispatcher: h.local, Backoff: func(int) time.Duration { return time.Millisecond }}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	h.e = NewEngine(o)
 	h.local.Engine = h.e
 	var gs []*Graph
 	for _, ph := range []string{Up, Down} {
@@ -419,5 +423,98 @@ func TestRerunAfterEviction(t *testing.T) {
 	}
 	if h.calls["schedule"] != 2 {
 		t.Errorf("schedule called %d times, want 2", h.calls["schedule"])
+	}
+}
+
+// memRecorder keeps the newest copy of each run record.
+type memRecorder struct {
+	mu   sync.Mutex
+	runs map[string]RunRecord
+}
+
+func (m *memRecorder) Record(r RunRecord) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.runs[r.ID] = r
+}
+
+// runs returns the recorded runs of a generation that ended.
+func (m *memRecorder) ended(gen int64) []RunRecord {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []RunRecord
+	for _, r := range m.runs {
+		if r.Generation == gen && r.State != RunRunning {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// An engine that keeps no finished runs in memory (the recorder has them)
+// still skips steps whose reads did not change and retries failed runs.
+func TestKeepNoRuns(t *testing.T) {
+	steps := []Step{
+		{Name: "admit", Controller: "admission", Kind: "Pod", Phase: Up, Before: []string{"admitted"}, RequiredBy: []string{"admitted"}, Reads: paths("spec")},
+		{Name: "schedule", Controller: "scheduler", Kind: "Pod", Phase: Up, After: []string{"admitted"}, Before: []string{"scheduled"}, RequiredBy: []string{"scheduled"}, Reads: paths("spec.resources")},
+		{Name: "start", Controller: "agent", Kind: "Pod", Phase: Up, After: []string{"scheduled"}, Before: []string{"started"}, RequiredBy: []string{"started"}, Reads: paths("spec.containers", "status.node")},
+	}
+	rec := &memRecorder{runs: map[string]RunRecord{}}
+	h := newHarness(t, steps, func(o *Options) { o.KeepRuns, o.Recorder = -1, rec })
+	place := behaviour{fail: "no node fits"}
+	var mu sync.Mutex
+	h.handle("admission", map[string]behaviour{"admit": {}})
+	h.local.Handle("scheduler", func(ctx context.Context, it *WorkItem, log func(string, map[string]any)) Result {
+		mu.Lock()
+		defer mu.Unlock()
+		return Result{Err: place.fail, Writes: place.writes}
+	})
+	h.handle("agent", map[string]behaviour{"start": {}})
+	ended := func(gen int64, n int) RunRecord {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			if runs := rec.ended(gen); len(runs) == n {
+				if active := h.e.Runs(podRef); len(active) != 0 {
+					t.Errorf("runs in memory after generation %d ended: %+v", gen, active)
+				}
+				last := runs[0]
+				for _, r := range runs {
+					if r.ID > last.ID {
+						last = r
+					}
+				}
+				return last
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		t.Fatalf("generation %d: %d runs ended, want %d", gen, len(rec.ended(gen)), n)
+		return RunRecord{}
+	}
+
+	h.objs.bodies[podRef.key()] = podBody("1")
+	h.e.Submit(Object{Ref: podRef, Generation: 1, Body: podBody("1")})
+	if r := ended(1, 1); r.State != RunFailed || stepOf(r, "schedule").Reason != "no node fits" {
+		t.Fatalf("generation 1 = %s, schedule %+v; want failed on no node fits", r.State, stepOf(r, "schedule"))
+	}
+	mu.Lock()
+	place = behaviour{writes: map[string]any{"status.node": "n1"}}
+	mu.Unlock()
+	if n := h.e.RetryFailed("Pod"); n != 1 {
+		t.Fatalf("RetryFailed started %d runs, want 1", n)
+	}
+	r := ended(1, 2)
+	if r.State != RunDone || stepOf(r, "admit").State != Skipped || stepOf(r, "schedule").State != Done {
+		t.Fatalf("retry = %s: admit %s, schedule %s; want done, admit skipped", r.State, stepOf(r, "admit").State, stepOf(r, "schedule").State)
+	}
+	if n := h.e.RetryFailed("Pod"); n != 0 {
+		t.Errorf("RetryFailed after a done run started %d runs", n)
+	}
+
+	// A new generation that changes only env skips schedule.
+	h.e.Submit(Object{Ref: podRef, Generation: 2, Body: mergeStatus(podBody("2"), h.objs.bodies[podRef.key()])})
+	r = ended(2, 1)
+	if r.State != RunDone || stepOf(r, "schedule").State != Skipped || stepOf(r, "start").State != Done {
+		t.Errorf("generation 2 = %s: schedule %s, start %s; want schedule skipped, start done", r.State, stepOf(r, "schedule").State, stepOf(r, "start").State)
 	}
 }
