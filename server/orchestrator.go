@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -70,7 +71,8 @@ func NewOrchestrator(st *store.Store, kv *clientv3.Client, prefix string, log *s
 	o.pinned = newPinnedController(o)
 	o.rec = &runRecorder{kv: kv, prefix: prefix + "/runs/", dirty: map[string]workflow.RunRecord{}, log: log}
 	o.Local = &workflow.Local{Fallback: o.Queue}
-	o.Engine = workflow.NewEngine(workflow.Options{Objects: o, Dispatcher: o.Local, Recorder: o.rec})
+	// The engine keeps no finished runs: the recorder has them (Runs).
+	o.Engine = workflow.NewEngine(workflow.Options{Objects: o, Dispatcher: o.Local, Recorder: o.rec, KeepRuns: -1})
 	o.Local.Engine = o.Engine
 	handlers := map[string]workflow.Handler{"admission": o.admit, "scheduler": o.schedule, "ipam": o.ipam, "pinned": o.pinned.step}
 	for _, r := range regs {
@@ -510,30 +512,40 @@ func (o *Orchestrator) HasDown(kind string) bool {
 	return false
 }
 
-// Runs returns an object's runs, newest first, from the engine or, for an
-// object it does not know, from etcd.
+// Runs returns an object's runs, newest first: the one in progress from
+// the engine, the finished ones from the recorder (the engine keeps none).
 func (o *Orchestrator) Runs(ctx context.Context, ref api.Ref) ([]workflow.RunRecord, error) {
-	if runs := o.Engine.Runs(toRef(ref)); len(runs) > 0 {
-		return runs, nil
-	}
+	active := o.Engine.Runs(toRef(ref))
 	runs, err := o.rec.load(ctx, ref)
-	for i, j := 0, len(runs)-1; i < j; i, j = i+1, j-1 {
-		runs[i], runs[j] = runs[j], runs[i]
+	if err != nil {
+		return nil, err
 	}
-	return runs, err
+	out := active
+	for i := len(runs) - 1; i >= 0; i-- {
+		if !slices.ContainsFunc(active, func(a workflow.RunRecord) bool { return a.ID == runs[i].ID }) {
+			out = append(out, runs[i])
+		}
+	}
+	return out, nil
 }
 
 // runRecorder writes run records to etcd, coalescing changes to one write
-// per run every flush interval, and keeps the newest KeepRuns per object.
+// per run every flush interval, in transactions of many runs, and keeps
+// the newest keepRuns per object.
 type runRecorder struct {
-	kv     *clientv3.Client
-	prefix string
-	log    *slog.Logger
-	mu     sync.Mutex
-	dirty  map[string]workflow.RunRecord // key → newest copy; guarded by mu
+	kv       *clientv3.Client
+	prefix   string
+	log      *slog.Logger
+	mu       sync.Mutex
+	dirty    map[string]workflow.RunRecord // key → newest copy; guarded by mu
+	flushing map[string]workflow.RunRecord // what flush is writing; guarded by mu
 }
 
 const keepRuns = 10
+
+// recordOps bounds the operations of one transaction of the recorder
+// (etcd's default limit is 128).
+const recordOps = 64
 
 func (r *runRecorder) objPrefix(kind, ns, name string) string {
 	if ns == "" {
@@ -565,44 +577,86 @@ func (r *runRecorder) run(ctx context.Context) {
 func (r *runRecorder) flush(ctx context.Context) {
 	r.mu.Lock()
 	dirty := r.dirty
-	r.dirty = map[string]workflow.RunRecord{}
+	r.dirty, r.flushing = map[string]workflow.RunRecord{}, dirty
 	r.mu.Unlock()
-	prefixes := map[string]bool{}
+	defer func() {
+		r.mu.Lock()
+		r.flushing = nil
+		r.mu.Unlock()
+	}()
+	// An object's oldest runs are dropped when one of its runs ended.
+	var ended []string
+	var puts []clientv3.Op
 	for key, rec := range dirty {
 		b, err := json.Marshal(rec)
 		if err != nil {
 			continue
 		}
-		if _, err := r.kv.Put(ctx, key, string(b)); err != nil {
-			r.log.Warn("record run", "run", key, "err", err)
+		puts = append(puts, clientv3.OpPut(key, string(b)))
+		if rec.State != workflow.RunRunning {
+			ended = append(ended, r.objPrefix(rec.Kind, rec.Namespace, rec.Name))
 		}
-		prefixes[r.objPrefix(rec.Kind, rec.Namespace, rec.Name)] = true
 	}
-	for p := range prefixes {
-		resp, err := r.kv.Get(ctx, p, clientv3.WithPrefix(), clientv3.WithKeysOnly())
-		if err != nil || len(resp.Kvs) <= keepRuns {
+	for ops := range slices.Chunk(puts, recordOps) {
+		if _, err := r.kv.Txn(ctx).Then(ops...).Commit(); err != nil {
+			r.log.Warn("record runs", "runs", len(ops), "err", err)
+		}
+	}
+	slices.Sort(ended)
+	for prefixes := range slices.Chunk(slices.Compact(ended), recordOps) {
+		gets := make([]clientv3.Op, len(prefixes))
+		for i, p := range prefixes {
+			gets[i] = clientv3.OpGet(p, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+		}
+		resp, err := r.kv.Txn(ctx).Then(gets...).Commit()
+		if err != nil {
+			r.log.Warn("read recorded runs", "err", err)
 			continue
 		}
-		// Run IDs sort by start time: drop the oldest.
-		for _, kv := range resp.Kvs[:len(resp.Kvs)-keepRuns] {
-			r.kv.Delete(ctx, string(kv.Key))
+		var dels []clientv3.Op
+		for _, rr := range resp.Responses {
+			kvs := rr.GetResponseRange().GetKvs()
+			// Run IDs sort by start time: drop the oldest.
+			for _, kv := range kvs[:max(len(kvs)-keepRuns, 0)] {
+				dels = append(dels, clientv3.OpDelete(string(kv.Key)))
+			}
+		}
+		for ops := range slices.Chunk(dels, recordOps) {
+			if _, err := r.kv.Txn(ctx).Then(ops...).Commit(); err != nil {
+				r.log.Warn("drop old runs", "err", err)
+			}
 		}
 	}
 }
 
-// load reads an object's recorded runs, oldest first.
+// load reads an object's recorded runs, oldest first, with those not
+// yet written.
 func (r *runRecorder) load(ctx context.Context, ref api.Ref) ([]workflow.RunRecord, error) {
-	resp, err := r.kv.Get(ctx, r.objPrefix(ref.Kind, ref.Namespace, ref.Name), clientv3.WithPrefix())
+	p := r.objPrefix(ref.Kind, ref.Namespace, ref.Name)
+	resp, err := r.kv.Get(ctx, p, clientv3.WithPrefix())
 	if err != nil {
 		return nil, err
 	}
-	out := make([]workflow.RunRecord, 0, len(resp.Kvs))
+	byID := map[string]workflow.RunRecord{}
 	for _, kv := range resp.Kvs {
 		var rec workflow.RunRecord
 		if json.Unmarshal(kv.Value, &rec) == nil {
-			out = append(out, rec)
+			byID[rec.ID] = rec
 		}
 	}
+	r.mu.Lock()
+	for _, m := range []map[string]workflow.RunRecord{r.flushing, r.dirty} {
+		for key, rec := range m {
+			if strings.HasPrefix(key, p) {
+				byID[rec.ID] = rec
+			}
+		}
+	}
+	r.mu.Unlock()
+	out := make([]workflow.RunRecord, 0, len(byID))
+	for _, rec := range byID {
+		out = append(out, rec)
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Started.Before(out[j].Started) })
-	return out, nil
+	return out[max(len(out)-keepRuns, 0):], nil
 }
