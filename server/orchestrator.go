@@ -547,6 +547,12 @@ const keepRuns = 10
 // (etcd's default limit is 128).
 const recordOps = 64
 
+// recordRunningAfter is how long a run runs before the recorder writes it
+// unfinished: most runs end sooner and are written once, when they end.
+// Until then Runs finds them in the engine, and a server that stops
+// writes what it has.
+const recordRunningAfter = time.Second
+
 func (r *runRecorder) objPrefix(kind, ns, name string) string {
 	if ns == "" {
 		ns = "_"
@@ -566,18 +572,26 @@ func (r *runRecorder) run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			r.flush(context.Background())
+			r.flush(context.Background(), time.Time{})
 			return
 		case <-t.C:
-			r.flush(ctx)
+			r.flush(ctx, time.Now().Add(-recordRunningAfter))
 		}
 	}
 }
 
-func (r *runRecorder) flush(ctx context.Context) {
+// flush writes the runs recorded since the last flush, but for those
+// still running that started after youngest, which wait.
+func (r *runRecorder) flush(ctx context.Context, youngest time.Time) {
 	r.mu.Lock()
-	dirty := r.dirty
-	r.dirty, r.flushing = map[string]workflow.RunRecord{}, dirty
+	dirty, wait := r.dirty, map[string]workflow.RunRecord{}
+	for key, rec := range dirty {
+		if rec.State == workflow.RunRunning && rec.Started.After(youngest) {
+			wait[key] = rec
+			delete(dirty, key)
+		}
+	}
+	r.dirty, r.flushing = wait, dirty
 	r.mu.Unlock()
 	defer func() {
 		r.mu.Lock()
