@@ -91,9 +91,10 @@ type Agent struct {
 	// lastContact is when the last heartbeat a server took was sent
 	// (unix ns; 0: none yet).
 	lastContact atomic.Int64
-	// lease is the node lease in nanoseconds: Options.Lease until a server
-	// tells its own (fencing must not wait longer than the servers do).
-	lease atomic.Int64
+	// lease and margin are the servers' node lease and failover margin,
+	// in nanoseconds, as the last heartbeat answer said (0 before one):
+	// fencing must not wait longer than the servers do.
+	lease, margin atomic.Int64
 
 	routesMu  sync.Mutex   // serializes syncRoutes
 	ownPrefix netip.Prefix // this node's pod /64, once known; guarded by routesMu
@@ -175,8 +176,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.supervise(ctx)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	wg.Add(4)
+	wg.Add(5)
 	go func() { defer wg.Done(); a.routeLoop(ctx) }()
+	go func() { defer wg.Done(); a.fenceLoop(ctx) }()
 	go func() { defer wg.Done(); a.heartbeatLoop(ctx) }()
 	go func() { defer wg.Done(); a.workLoop(ctx) }()
 	go func() {

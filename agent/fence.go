@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"skiff.dev/skiff/agent/netns"
@@ -20,8 +21,10 @@ import (
 // after that. A node cut off from every server cannot know whether that
 // happened, so it assumes it did: once it has reached no server for a
 // lease, counted from when it sent the last heartbeat a server took, it
-// stops its fast pods (and keeps them stopped). The margin covers the stop
-// grace, so the old copy is gone before the new one is placed.
+// stops its fast pods (and keeps them stopped), each killed after half the
+// margin at most (fenceGrace), so the old copy is gone before the new one
+// is placed. The servers tell the lease and margin in every heartbeat
+// answer.
 // `failover: manual` pods are never fenced: they run for as long as the
 // node does.
 //
@@ -33,9 +36,9 @@ import (
 // heartbeat reached a server.
 const DefaultLease = 40 * time.Second
 
-// FenceMargin is how long after the lease the servers wait before moving
-// fast pods: more than the stop grace.
-const FenceMargin = 2 * StopGrace
+// DefaultFailoverMargin is how long after the lease the servers wait
+// before moving fast pods, until a server says (server.DefaultFailoverMargin).
+const DefaultFailoverMargin = 20 * time.Second
 
 // contact records that a heartbeat sent at sent reached a server. It is
 // kept in the state file too: a node that boots with no server reachable
@@ -73,28 +76,61 @@ func (a *Agent) cutOff(now time.Time) (time.Duration, bool) {
 	return d, d > a.leaseNow()
 }
 
-const leaseKey = "lease"
-
 // leaseNow is the lease fencing counts with: the servers' own, as the
-// last heartbeat answer said, else Options.Lease.
+// last heartbeat answer said (kept for boots with no server), else
+// Options.Lease.
 func (a *Agent) leaseNow() time.Duration {
-	if d := a.lease.Load(); d > 0 {
-		return time.Duration(d)
-	}
-	if d, err := time.ParseDuration(a.st.getMeta(leaseKey)); err == nil && d > 0 {
-		a.lease.Store(int64(d))
-		return d
-	}
-	return a.o.Lease
+	return a.fromServers(&a.lease, "lease", a.o.Lease)
 }
 
-// setLease takes in the lease a server answered with, and keeps it for
-// boots with no server reachable.
-func (a *Agent) setLease(d time.Duration) {
-	if d <= 0 || a.lease.Swap(int64(d)) == int64(d) {
-		return
+// fenceGrace is how long a fenced container gets between SIGTERM and
+// SIGKILL: StopGrace, or half the servers' failover margin if shorter, so
+// that it is gone before the servers move its pod.
+func (a *Agent) fenceGrace() time.Duration {
+	return min(StopGrace, a.fromServers(&a.margin, "failoverMargin", DefaultFailoverMargin)/2)
+}
+
+// fromServers reads a duration the servers told, from memory or the state
+// file, or def if they never did.
+func (a *Agent) fromServers(v *atomic.Int64, key string, def time.Duration) time.Duration {
+	if d := v.Load(); d > 0 {
+		return time.Duration(d)
 	}
-	a.st.setMeta(leaseKey, d.String())
+	if d, err := time.ParseDuration(a.st.getMeta(key)); err == nil && d > 0 {
+		v.Store(int64(d))
+		return d
+	}
+	return def
+}
+
+// setLease takes in what a server answered a heartbeat with, and keeps it
+// for boots with no server reachable.
+func (a *Agent) setLease(l client.Lease) {
+	for _, x := range []struct {
+		v   *atomic.Int64
+		key string
+		d   time.Duration
+	}{{&a.lease, "lease", l.Lease}, {&a.margin, "failoverMargin", l.Margin}} {
+		if x.d > 0 && x.v.Swap(int64(x.d)) != int64(x.d) {
+			a.st.setMeta(x.key, x.d.String())
+		}
+	}
+}
+
+// fenceLoop fences as soon as the lease is over: it looks four times per
+// lease (at most every second), so a fenced pod is stopped well within the
+// margin the servers wait after the lease.
+func (a *Agent) fenceLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(min(time.Second, a.leaseNow()/4)):
+		}
+		if pods, err := a.st.all(); err == nil {
+			a.fence(ctx, pods)
+		}
+	}
 }
 
 // fence stops the fast pods of a node cut off for longer than its lease.
@@ -121,7 +157,7 @@ func (a *Agent) fence(ctx context.Context, pods []*podRecord) {
 				"cutOff", off.Round(time.Millisecond), "lease", a.leaseNow())
 			for _, cr := range p.Containers {
 				if cr.ID != "" {
-					a.removeContainer(ctx, cr.ID)
+					a.removeContainerWithin(ctx, cr.ID, a.fenceGrace())
 					cr.ID = ""
 				}
 			}
@@ -153,9 +189,12 @@ func (a *Agent) settle(ctx context.Context, all bool) {
 		gctx, cancel := context.WithTimeout(ctx, uploadTimeout)
 		obj, err := a.c.Get(gctx, ref)
 		cancel()
+		// A node may read only the pods placed on it: a refusal means the
+		// pod was placed elsewhere.
 		var apiErr *client.Error
 		gone := errors.As(err, &apiErr) && apiErr.Status == 404
-		if err != nil && !gone {
+		moved := errors.As(err, &apiErr) && apiErr.Status == 403
+		if err != nil && !gone && !moved {
 			continue // ask again next time
 		}
 		unlock := a.lockPod(p.Namespace, p.Name)
@@ -165,9 +204,12 @@ func (a *Agent) settle(ctx context.Context, all bool) {
 			continue
 		}
 		node, _ := obj.Status["node"].(string)
-		if gone || node != a.o.Name || obj.Meta.Deleting != nil {
+		if gone || moved || node != a.o.Name || obj.Meta.Deleting != nil {
 			where := "deleted"
-			if !gone && node != a.o.Name {
+			switch {
+			case moved:
+				where = "placed on another node"
+			case !gone && node != a.o.Name:
 				where = "placed on " + node
 			}
 			a.log.Info("removing stale copy of pod: it is "+where+" now", "pod", p.Namespace+"/"+p.Name, "fenced", p.Fenced)

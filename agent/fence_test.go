@@ -24,9 +24,15 @@ func TestFenceStopsFastPodsOnly(t *testing.T) {
 		}
 	}
 
+	// One round of the fence loop and of supervision.
+	round := func() {
+		pods, _ := a.st.all()
+		a.fence(ctx, pods)
+		a.supervise(ctx)
+	}
 	// Within the lease: nothing happens.
 	a.contact(time.Now().Add(-50 * time.Second))
-	a.supervise(ctx)
+	round()
 	if len(rt.stops) != 0 {
 		t.Fatalf("stopped %v within the lease", rt.stops)
 	}
@@ -34,7 +40,7 @@ func TestFenceStopsFastPodsOnly(t *testing.T) {
 	// Past it (a shorter lease stands in for time passing): the fast pod
 	// stops, the pet does not.
 	a.o.Lease = 40 * time.Second
-	a.supervise(ctx)
+	round()
 	fast, _ := a.st.get("default", "fast")
 	pet, _ := a.st.get("default", "pet")
 	if !fast.Fenced || pet.Fenced {
@@ -48,7 +54,7 @@ func TestFenceStopsFastPodsOnly(t *testing.T) {
 	}
 
 	// It stays stopped, whatever its restart policy says.
-	a.supervise(ctx)
+	round()
 	if len(rt.running) != 1 {
 		t.Errorf("a fenced pod was restarted: running %v", rt.running)
 	}

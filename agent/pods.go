@@ -123,7 +123,13 @@ func (a *Agent) ensure(ctx context.Context, p *podRecord) error {
 }
 
 func (a *Agent) removeContainer(ctx context.Context, id string) {
-	if err := a.rt.Stop(ctx, id, StopGrace); err != nil {
+	a.removeContainerWithin(ctx, id, StopGrace)
+}
+
+// removeContainerWithin stops a container, killing it after grace, and
+// removes it.
+func (a *Agent) removeContainerWithin(ctx context.Context, id string, grace time.Duration) {
+	if err := a.rt.Stop(ctx, id, grace); err != nil {
 		a.log.Warn("stop container", "container", id, "err", err)
 	}
 	if err := a.rt.Remove(ctx, id); err != nil {

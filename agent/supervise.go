@@ -23,7 +23,6 @@ func (a *Agent) supervise(ctx context.Context) {
 		a.log.Error("read agent state", "err", err)
 		return
 	}
-	a.fence(ctx, pods)
 	for _, p := range pods {
 		if ctx.Err() != nil {
 			return

@@ -28,18 +28,20 @@ func nodeCmd(e *env) *cobra.Command {
 		},
 	}
 	for _, c := range []struct {
-		use, short    string
-		unschedulable bool
+		use, short, done string
+		set              map[string]bool
 	}{
-		{"cordon NAME", "keep new pods off a node; those on it stay", true},
-		{"uncordon NAME", "let new pods onto a node again", false},
+		{"cordon NAME", "keep new pods off a node; those on it stay", "cordoned", map[string]bool{"unschedulable": true}},
+		{"uncordon NAME", "let new pods onto a node again (and stop draining it)", "uncordoned", map[string]bool{"unschedulable": false, "drain": false}},
+		{"drain NAME", "move every pod off a node, each stopped there before it starts elsewhere; the node stays cordoned",
+			"draining", map[string]bool{"unschedulable": true, "drain": true}},
 	} {
 		cmd.AddCommand(&cobra.Command{
 			Use:   c.use,
 			Short: c.short,
 			Args:  cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				return setUnschedulable(cmd, e, args[0], c.unschedulable)
+				return setNodeSpec(cmd, e, args[0], c.done, c.set)
 			},
 		})
 	}
@@ -47,9 +49,10 @@ func nodeCmd(e *env) *cobra.Command {
 	return cmd
 }
 
-// setUnschedulable writes a Node's spec.unschedulable as the operator,
-// keeping the rest of its spec and labels; it is in the Node's history.
-func setUnschedulable(cmd *cobra.Command, e *env, name string, on bool) error {
+// setNodeSpec writes boolean fields of a Node's spec (unschedulable,
+// drain) as the operator, keeping the rest of its spec and labels; the
+// change is in the Node's history.
+func setNodeSpec(cmd *cobra.Command, e *env, name, done string, set map[string]bool) error {
 	c, err := e.client()
 	if err != nil {
 		return err
@@ -59,27 +62,32 @@ func setUnschedulable(cmd *cobra.Command, e *env, name string, on bool) error {
 	if err != nil {
 		return err
 	}
-	if cur, _ := n.Spec["unschedulable"].(bool); cur == on {
-		fmt.Fprintf(e.stdout, "node/%s unchanged (unschedulable: %v)\n", name, on)
-		return nil
-	}
 	spec := map[string]any{}
 	for k, v := range n.Spec {
 		spec[k] = v
 	}
-	if on {
-		spec["unschedulable"] = true
-	} else {
-		delete(spec, "unschedulable")
+	changed := false
+	for k, on := range set {
+		if cur, _ := spec[k].(bool); cur != on {
+			changed = true
+		}
+		if on {
+			spec[k] = true
+		} else {
+			delete(spec, k)
+		}
+	}
+	if !changed {
+		fmt.Fprintf(e.stdout, "node/%s unchanged\n", name)
+		return nil
 	}
 	res, err := c.Apply(cmd.Context(), api.Object{Kind: "Node", Name: name, Labels: n.Labels, Spec: spec}, n.Meta.Revision)
 	if err != nil {
 		return err
 	}
-	verb := "cordoned"
-	if !on {
-		verb = "uncordoned"
+	fmt.Fprintf(e.stdout, "node/%s %s (rev %d)\n", name, done, res.Object.Meta.Revision)
+	if done == "draining" {
+		fmt.Fprintf(e.stdout, "follow it with: skiff get node %s   (STATE: draining, then drained)\n", name)
 	}
-	fmt.Fprintf(e.stdout, "node/%s %s (rev %d)\n", name, verb, res.Object.Meta.Revision)
 	return nil
 }

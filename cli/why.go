@@ -81,6 +81,7 @@ type whyJSON struct {
 	Generation int64         `json:"generation"`
 	Target     string        `json:"target"`
 	State      string        `json:"state"`
+	Cause      string        `json:"cause,omitempty"`
 	Steps      []whyJSONStep `json:"steps"`
 }
 
@@ -101,6 +102,7 @@ func whyJSONOf(run workflow.RunRecord) whyJSON {
 		Generation: run.Generation,
 		Target:     run.Target,
 		State:      run.State,
+		Cause:      run.Cause,
 		Steps:      []whyJSONStep{},
 	}
 	for _, i := range unitOrder(run.Steps) {
@@ -201,6 +203,9 @@ func runHeader(run workflow.RunRecord, now time.Time) string {
 	h := fmt.Sprintf("%s generation %d → %s: %s", runObject(run), run.Generation, goal, runStateText(run, now))
 	if run.Reason != "" {
 		h += " — " + oneLineText(run.Reason)
+	}
+	if run.Cause != "" {
+		h += "\n  because " + oneLineText(run.Cause)
 	}
 	return h
 }

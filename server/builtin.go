@@ -68,7 +68,7 @@ var builtinRegistrations = map[string]workflow.Registration{
 		Owns: []api.FieldRef{"Pod:status.phase", "Pod:status.containers", "Pod:status.message",
 			"Node:status.state", "Node:status.address", "Node:status.capacity",
 			"Node:status.pods", "Node:status.agentURL", "Node:status.network"},
-		Reads: []api.FieldRef{"Pod:spec.containers", "Pod:spec.restart", "Pod:spec.privileges", "Pod:spec.keepImages", "Pod:status.node", "Pod:status.ip",
+		Reads: []api.FieldRef{"Pod:spec.containers", "Pod:spec.restart", "Pod:spec.failover", "Pod:spec.privileges", "Pod:spec.keepImages", "Pod:status.node", "Pod:status.ip",
 			"Node:status.podPrefix"},
 		Steps: []api.Step{
 			// A pod's network: its namespace, veth, addresses and routes.

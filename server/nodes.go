@@ -96,9 +96,6 @@ func (o *Orchestrator) SetNodeLease(lease, margin time.Duration) {
 	}
 }
 
-// NodeLease returns the node lease agents are told about.
-func (o *Orchestrator) NodeLease() time.Duration { return o.life.lease }
-
 // nodeEvent takes in a Node as the store shows it.
 func (l *lifecycle) nodeEvent(ev store.Event) {
 	l.mu.Lock()
@@ -308,9 +305,10 @@ type HeartbeatRequest struct {
 	Status map[string]any `json:"status"`
 }
 
-// HeartbeatResponse tells the agent its lease.
+// HeartbeatResponse tells the agent its lease and the failover margin.
 type HeartbeatResponse struct {
-	Lease string `json:"lease"`
+	Lease          string `json:"lease"`
+	FailoverMargin string `json:"failoverMargin"`
 }
 
 // heartbeat renews a node's lease and writes the status it reports, only
@@ -364,7 +362,7 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, tok Token) er
 			return err
 		}
 	}
-	writeJSON(w, 200, HeartbeatResponse{Lease: s.orch.NodeLease().String()})
+	writeJSON(w, 200, HeartbeatResponse{Lease: s.orch.life.lease.String(), FailoverMargin: s.orch.life.margin.String()})
 	return nil
 }
 

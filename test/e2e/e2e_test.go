@@ -34,14 +34,18 @@ func TestMain(m *testing.M) {
 
 // startLab starts a lab of n nodes with a registry, and waits until every
 // node's readiness workflow programmed its network.
-func startLab(t *testing.T, n int) (*lab.Lab, *client.Client) {
+func startLab(t *testing.T, n int, configure ...func(*lab.Config)) (*lab.Lab, *client.Client) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("the e2e tests make network namespaces, veths and a bridge and run agents: they need root (CI runs as root)")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	l, err := lab.Start(ctx, lab.Config{Nodes: n, Binary: testcluster.Binary, Dir: t.TempDir(), Registry: true, Log: logWriter{t}})
+	cfg := lab.Config{Nodes: n, Binary: testcluster.Binary, Dir: t.TempDir(), Registry: true, Log: logWriter{t}}
+	for _, f := range configure {
+		f(&cfg)
+	}
+	l, err := lab.Start(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,11 +57,11 @@ func startLab(t *testing.T, n int) (*lab.Lab, *client.Client) {
 			t.Errorf("close the lab: %v", err)
 		}
 	})
-	cfg, err := client.LoadConfig(l.ConfigPath)
+	ccfg, err := client.LoadConfig(l.ConfigPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := client.New(cfg)
+	c, err := client.New(ccfg)
 	if err != nil {
 		t.Fatal(err)
 	}
