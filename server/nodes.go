@@ -249,15 +249,9 @@ func (l *lifecycle) evictAll(ctx context.Context, node, why string, match func(*
 // evict records why a pod leaves node and runs its workflow again, which
 // places it elsewhere.
 func (l *lifecycle) evict(ctx context.Context, p *api.Object, node, why string) {
-	ref := workflow.Ref{Kind: "Pod", Namespace: p.Namespace, Name: p.Name}
-	body, err := l.o.writeAs(ctx, ref, "controller:nodes", why, map[string]any{"status.evicted": map[string]any{
-		"node": node, "reason": why, "at": time.Now().UTC().Format(time.RFC3339Nano)}})
-	if err != nil {
-		l.o.log.Warn("evict pod", "pod", p.Namespace+"/"+p.Name, "node", node, "err", err)
-		return
-	}
 	l.o.log.Info("evicting pod", "pod", p.Namespace+"/"+p.Name, "node", node, "why", why)
-	l.o.Engine.Rerun(workflow.Object{Ref: ref, Generation: p.Meta.Generation, Body: body}, "evicted: "+why)
+	l.setEviction(ctx, p, map[string]any{"node": node, "reason": why, "at": time.Now().UTC().Format(time.RFC3339Nano)},
+		why, "evicted: "+why)
 }
 
 // withdraw cancels the evictions of pods still on a node that is back:
@@ -268,15 +262,25 @@ func (l *lifecycle) withdraw(ctx context.Context, node string) {
 		if err != nil || str(p.Status["node"]) != node || evictedFrom(&p) != node {
 			continue
 		}
-		ref := workflow.Ref{Kind: "Pod", Namespace: p.Namespace, Name: p.Name}
 		why := "node " + node + " is back before the pod found another node"
-		body, err := l.o.writeAs(ctx, ref, "controller:nodes", why, map[string]any{"status.evicted": nil})
-		if err != nil {
-			l.o.log.Warn("withdraw eviction", "pod", p.Namespace+"/"+p.Name, "err", err)
-			continue
-		}
-		l.o.Engine.Rerun(workflow.Object{Ref: ref, Generation: p.Meta.Generation, Body: body}, why)
+		l.setEviction(ctx, &p, nil, why, why)
 	}
+}
+
+// setEviction writes a pod's status.evicted (nil withdraws it) for why,
+// and runs the pod's workflow again for cause, reading the new value.
+func (l *lifecycle) setEviction(ctx context.Context, p *api.Object, evicted map[string]any, why, cause string) {
+	ref := workflow.Ref{Kind: "Pod", Namespace: p.Namespace, Name: p.Name}
+	var v any
+	if evicted != nil {
+		v = evicted
+	}
+	body, err := l.o.writeAs(ctx, ref, "controller:nodes", why, map[string]any{"status.evicted": v})
+	if err != nil {
+		l.o.log.Warn("pod eviction", "pod", p.Namespace+"/"+p.Name, "err", err)
+		return
+	}
+	l.o.Engine.Rerun(workflow.Object{Ref: ref, Generation: p.Meta.Generation, Body: body}, cause)
 }
 
 func (l *lifecycle) writeNode(ctx context.Context, node, why string, writes map[string]any) {
