@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -71,8 +70,10 @@ func NewOrchestrator(st *store.Store, kv *clientv3.Client, prefix string, log *s
 	o.pinned = newPinnedController(o)
 	o.rec = &runRecorder{kv: kv, prefix: prefix + "/runs/", dirty: map[string]workflow.RunRecord{}, log: log}
 	o.Local = &workflow.Local{Fallback: o.Queue}
-	// The engine keeps no finished runs: the recorder has them (Runs).
-	o.Engine = workflow.NewEngine(workflow.Options{Objects: o, Dispatcher: o.Local, Recorder: o.rec, KeepRuns: -1})
+	// The engine keeps no finished runs: the recorder has them (Runs). It
+	// records a run once it ends, or once it has run for a second.
+	o.Engine = workflow.NewEngine(workflow.Options{Objects: o, Dispatcher: o.Local, Recorder: o.rec,
+		KeepRuns: -1, RecordAfter: time.Second})
 	o.Local.Engine = o.Engine
 	handlers := map[string]workflow.Handler{"admission": o.admit, "scheduler": o.schedule, "ipam": o.ipam, "pinned": o.pinned.step}
 	for _, r := range regs {
@@ -539,6 +540,7 @@ type runRecorder struct {
 	mu       sync.Mutex
 	dirty    map[string]workflow.RunRecord // key → newest copy; guarded by mu
 	flushing map[string]workflow.RunRecord // what flush is writing; guarded by mu
+	enc      runEncoder                    // used by flush only
 }
 
 const keepRuns = 10
@@ -546,12 +548,6 @@ const keepRuns = 10
 // recordOps bounds the operations of one transaction of the recorder
 // (etcd's default limit is 128).
 const recordOps = 64
-
-// recordRunningAfter is how long a run runs before the recorder writes it
-// unfinished: most runs end sooner and are written once, when they end.
-// Until then Runs finds them in the engine, and a server that stops
-// writes what it has.
-const recordRunningAfter = time.Second
 
 func (r *runRecorder) objPrefix(kind, ns, name string) string {
 	if ns == "" {
@@ -572,26 +568,19 @@ func (r *runRecorder) run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			r.flush(context.Background(), time.Time{})
+			r.flush(context.Background())
 			return
 		case <-t.C:
-			r.flush(ctx, time.Now().Add(-recordRunningAfter))
+			r.flush(ctx)
 		}
 	}
 }
 
-// flush writes the runs recorded since the last flush, but for those
-// still running that started after youngest, which wait.
-func (r *runRecorder) flush(ctx context.Context, youngest time.Time) {
+// flush writes the runs recorded since the last flush.
+func (r *runRecorder) flush(ctx context.Context) {
 	r.mu.Lock()
-	dirty, wait := r.dirty, map[string]workflow.RunRecord{}
-	for key, rec := range dirty {
-		if rec.State == workflow.RunRunning && rec.Started.After(youngest) {
-			wait[key] = rec
-			delete(dirty, key)
-		}
-	}
-	r.dirty, r.flushing = wait, dirty
+	dirty := r.dirty
+	r.dirty, r.flushing = map[string]workflow.RunRecord{}, dirty
 	r.mu.Unlock()
 	defer func() {
 		r.mu.Lock()
@@ -602,11 +591,11 @@ func (r *runRecorder) flush(ctx context.Context, youngest time.Time) {
 	var ended []string
 	var puts []clientv3.Op
 	for key, rec := range dirty {
-		b, err := json.Marshal(rec)
+		b, err := r.enc.encode(&rec)
 		if err != nil {
 			continue
 		}
-		puts = append(puts, clientv3.OpPut(key, string(b)))
+		puts = append(puts, clientv3.OpPut(key, b))
 		if rec.State != workflow.RunRunning {
 			ended = append(ended, r.objPrefix(rec.Kind, rec.Namespace, rec.Name))
 		}
@@ -654,7 +643,7 @@ func (r *runRecorder) load(ctx context.Context, ref api.Ref) ([]workflow.RunReco
 	byID := map[string]workflow.RunRecord{}
 	for _, kv := range resp.Kvs {
 		var rec workflow.RunRecord
-		if json.Unmarshal(kv.Value, &rec) == nil {
+		if decodeRun(kv.Value, &rec) == nil {
 			byID[rec.ID] = rec
 		}
 	}

@@ -4,7 +4,7 @@ import "sync"
 
 // knownPerGeneration bounds what the store remembers: between one and two
 // generations of this many objects, the most recently written or read.
-const knownPerGeneration = 16384
+const knownPerGeneration = 32768
 
 // known remembers, for the objects a store wrote or read lately, the
 // stored value and its etcd mod revision, so that the next write of one

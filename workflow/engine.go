@@ -101,6 +101,10 @@ type Options struct {
 	// way the engine remembers how the last run ended and the read hashes
 	// of its steps' last successes.
 	KeepRuns int
+	// RecordAfter, if set, is how long a run runs before its changes go to
+	// the Recorder: most runs end sooner and are recorded once, when they
+	// end. Until then Runs has them. Default 0: every change is recorded.
+	RecordAfter time.Duration
 	// Backoff returns the delay before retry attempt n (2, 3, ...);
 	// default 200ms doubling to at most 30s.
 	Backoff func(attempt int) time.Duration
@@ -852,6 +856,9 @@ func (e *Engine) recordLocked(r *run) func() {
 	if r.rec.State != RunRunning {
 		delete(e.changed, r)
 		e.o.Recorder.Record(copyRecord(r.rec))
+		return noAction
+	}
+	if e.o.RecordAfter > 0 && e.o.Now().Sub(r.rec.Started) < e.o.RecordAfter {
 		return noAction
 	}
 	first := len(e.changed) == 0
