@@ -76,6 +76,24 @@ throughput, and this process's RSS and Go heap at the end.`,
 	sched.Flags().DurationVar(&sco.Heartbeat, "heartbeat", 0, "simulated nodes' heartbeat period (default 20s)")
 	sched.Flags().StringVar(&sco.Profile, "profile", "", "write cpu, mutex, block and heap profiles of the process (server, etcd, simulator, bench) to this directory")
 	sched.Flags().BoolVar(&schedLog, "log", false, "show the server's and the simulator's log on stderr")
-	cmd.AddCommand(st, wf, pods, sched)
+	var ro bench.RollbackOptions
+	var rollbackLog bool
+	rollback := &cobra.Command{
+		Use:   "rollback",
+		Short: "a PinnedDeployment's rollback from 100% to 0% on a 3-node lab cluster (needs root): time until every previous pod is ready",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if rollbackLog {
+				ro.Log = e.stderr
+			}
+			return bench.Rollback(cmd.Context(), e.stdout, ro)
+		},
+	}
+	rollback.Flags().IntVar(&ro.Replicas, "replicas", 100, "the PinnedDeployment's replicas")
+	rollback.Flags().IntVar(&ro.Nodes, "nodes", 3, "lab nodes")
+	rollback.Flags().IntVar(&ro.MaxSurge, "max-surge", 0, "the PinnedDeployment's maxSurge (default: replicas)")
+	rollback.Flags().IntVar(&ro.Runs, "runs", 3, "rollbacks measured")
+	rollback.Flags().BoolVar(&rollbackLog, "log", false, "show what the lab makes on stderr")
+	cmd.AddCommand(st, wf, pods, sched, rollback)
 	return cmd
 }

@@ -72,7 +72,7 @@ func NewOrchestrator(st *store.Store, kv *clientv3.Client, prefix string, log *s
 	o.Local = &workflow.Local{Fallback: o.Queue}
 	// The engine keeps no finished runs: the recorder has them (Runs). It
 	// records a run once it ends, or once it has run for a second.
-	o.Engine = workflow.NewEngine(workflow.Options{Objects: o, Dispatcher: o.Local, Recorder: o.rec,
+	o.Engine = workflow.NewEngine(workflow.Options{Objects: o, Dispatcher: o.Local, Recorder: recorders{o.rec, o.pinned},
 		KeepRuns: -1, RecordAfter: time.Second})
 	o.Local.Engine = o.Engine
 	handlers := map[string]workflow.Handler{"admission": o.admit, "scheduler": o.schedule, "ipam": o.ipam, "pinned": o.pinned.step}

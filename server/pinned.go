@@ -48,6 +48,7 @@ type pinnedController struct {
 	wake      map[string]chan struct{}         // PinnedDeployment key → closed when its pods change; guarded by mu
 	active    map[string]int                   // PinnedDeployment key → rollout steps running; guarded by mu
 	confirmed map[string]string                // pod key → spec hash its run finished with; guarded by mu
+	ends      map[string]runEnd                // pod key → how its last finished run ended; guarded by mu
 	rerunAt   map[string]*time.Timer           // PinnedDeployment key → pending rerun; guarded by mu
 }
 
@@ -58,7 +59,82 @@ type pinnedPod struct {
 
 func newPinnedController(o *Orchestrator) *pinnedController {
 	return &pinnedController{o: o, pods: map[string]map[string]*pinnedPod{}, wake: map[string]chan struct{}{},
-		active: map[string]int{}, confirmed: map[string]string{}, rerunAt: map[string]*time.Timer{}}
+		active: map[string]int{}, confirmed: map[string]string{}, ends: map[string]runEnd{}, rerunAt: map[string]*time.Timer{}}
+}
+
+// runEnd is how a pod's last finished run ended.
+type runEnd struct {
+	gen    int64
+	done   bool
+	reason string // why it failed
+}
+
+// recorders hands run records to several recorders.
+type recorders []workflow.Recorder
+
+func (rs recorders) Record(rec workflow.RunRecord) {
+	for _, r := range rs {
+		r.Record(rec)
+	}
+}
+
+// Record learns how pods' runs end, from the engine: a pod is ready once
+// its run for its spec is done.
+func (c *pinnedController) Record(rec workflow.RunRecord) {
+	if rec.Kind != "Pod" || rec.Phase != workflow.Up || (rec.State != workflow.RunDone && rec.State != workflow.RunFailed) {
+		return
+	}
+	key := pdKey(rec.Namespace, rec.Name)
+	end := runEnd{gen: rec.Generation, done: rec.State == workflow.RunDone}
+	if !end.done {
+		end.reason = failedStep(rec)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cur, ok := c.ends[key]; ok && cur.gen > end.gen {
+		return
+	}
+	c.ends[key] = end
+	if p := c.pods[rec.Namespace][rec.Name]; p != nil {
+		if name, ok := api.PinnedOwnerName(p.obj.Meta.Owner); ok {
+			c.wakeLocked(pdKey(rec.Namespace, name))
+		}
+	}
+}
+
+// lastEnd returns how a pod's last run ended; ok is false when none is
+// known. What the engine did not report since this server started (runs
+// that ended before) is read once from the recorded runs.
+func (c *pinnedController) lastEnd(pod *api.Object) (runEnd, bool) {
+	key := pdKey(pod.Namespace, pod.Name)
+	c.mu.Lock()
+	end, ok := c.ends[key]
+	c.mu.Unlock()
+	if ok {
+		return end, true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	runs, err := c.o.Runs(ctx, pod.Ref())
+	if err != nil {
+		return runEnd{}, false
+	}
+	end = runEnd{gen: -1}
+	for _, r := range runs {
+		if r.Phase == workflow.Up && (r.State == workflow.RunDone || r.State == workflow.RunFailed) {
+			end = runEnd{gen: r.Generation, done: r.State == workflow.RunDone}
+			if !end.done {
+				end.reason = failedStep(r)
+			}
+			break
+		}
+	}
+	c.mu.Lock()
+	if _, raced := c.ends[key]; !raced {
+		c.ends[key] = end
+	}
+	c.mu.Unlock()
+	return end, true
 }
 
 const pinnedChanger = "controller:pinned"
@@ -93,6 +169,7 @@ func (c *pinnedController) podEvent(ev store.Event) {
 			delete(ns, pod.Name)
 		}
 		delete(c.confirmed, pdKey(pod.Namespace, pod.Name))
+		delete(c.ends, pdKey(pod.Namespace, pod.Name))
 	} else if !c.putLocked(pod) {
 		return // older than what the controller wrote itself
 	}
@@ -333,12 +410,11 @@ func (c *pinnedController) readiness(pod *api.Object) (ready bool, stuck string)
 		}
 		return false, crashReason(pod)
 	}
-	runs := c.o.Engine.Runs(toRef(pod.Ref()))
-	if len(runs) == 0 || runs[0].Generation != pod.Meta.Generation {
+	end, ok := c.lastEnd(pod)
+	switch {
+	case !ok || end.gen != pod.Meta.Generation:
 		return false, ""
-	}
-	switch runs[0].State {
-	case workflow.RunDone:
+	case end.done:
 		c.mu.Lock()
 		c.confirmed[key] = hash
 		c.mu.Unlock()
@@ -346,10 +422,8 @@ func (c *pinnedController) readiness(pod *api.Object) (ready bool, stuck string)
 			return true, ""
 		}
 		return false, crashReason(pod)
-	case workflow.RunFailed:
-		return false, pod.Ref().String() + ": " + failedStep(runs[0])
 	}
-	return false, ""
+	return false, pod.Ref().String() + ": " + end.reason
 }
 
 // specHash identifies a pod's spec, for readiness: a pod is ready once a
@@ -456,7 +530,7 @@ func (c *pinnedController) rollout(ctx context.Context, item *workflow.WorkItem,
 		lastWrite, lastStatus = time.Now(), &st
 	}
 	reportedStrays := ""
-	tick := time.NewTicker(100 * time.Millisecond) // runs finish without a pod event
+	tick := time.NewTicker(time.Second) // a safety net: pod events and run ends wake it
 	defer tick.Stop()
 	for {
 		changed := c.changed(key)

@@ -19,8 +19,9 @@
 //	         request), one unavailable pod at a time
 //	grow     versions short of pods get new ones, up to replicas +
 //	         maxSurge pods in all (grow before shrink)
-//	shrink   surplus pods go: unready ones at once, ready ones only while
-//	         replicas pods stay ready without them
+//	shrink   surplus pods go: unready ones at once, ready ones once the
+//	         pods that grow are ready, and only while replicas pods stay
+//	         ready without them
 //
 // So ready pods never drop below replicas while share moves between
 // versions, and below replicas − 1 only while one pod restarts in place.

@@ -172,11 +172,26 @@ func Make(in Input) Plan {
 		}
 	}
 	sort.SliceStable(surplus, func(i, j int) bool { return !surplus[i].Ready && surplus[j].Ready })
+	// Ready surplus waits until what grows is ready: stopping pods takes
+	// the CPU that starting the new ones needs, and it changes nothing for
+	// the pods that serve.
+	growing := len(pl.Create) + len(pl.Update)
+	for v, ps := range members {
+		desired := in.DesiredPrevious
+		if v == api.Next {
+			desired = in.DesiredNext
+		}
+		for _, p := range ps[max(0, len(ps)-desired):] {
+			if !p.Ready {
+				growing++
+			}
+		}
+	}
 	for _, p := range surplus {
 		switch {
 		case !p.Ready:
 			pl.Delete = append(pl.Delete, p.Name)
-		case ready-1 >= in.Replicas:
+		case growing == 0 && ready-1 >= in.Replicas:
 			pl.Delete = append(pl.Delete, p.Name)
 			ready--
 		}

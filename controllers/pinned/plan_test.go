@@ -60,6 +60,17 @@ func TestMake(t *testing.T) {
 			want: Plan{Create: []string{api.Next, api.Next, api.Next, api.Next}},
 		},
 		{
+			name: "ready surplus waits while the new pods start",
+			in: Input{Replicas: 10, DesiredPrevious: 0, DesiredNext: 10, MaxSurge: 10,
+				Pods: join(pods("p", 10, prevReady), pods("n", 5, nextReady), pods("m", 5, nextNew))},
+			want: Plan{},
+		},
+		{
+			name: "then it goes at once",
+			in:   Input{Replicas: 10, DesiredPrevious: 0, DesiredNext: 10, MaxSurge: 10, Pods: join(pods("p", 10, prevReady), pods("n", 10, nextReady))},
+			want: Plan{Delete: []string{"p0", "p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8", "p9"}},
+		},
+		{
 			name:  "a stuck next pod stalls the rollout and leaves previous alone",
 			in:    Input{Replicas: 10, DesiredPrevious: 7, DesiredNext: 3, MaxSurge: 1, Pods: join(pods("p", 10, prevReady), pods("n", 1, Pod{MatchesNext: true, Stuck: "start failed"}))},
 			want:  Plan{},
