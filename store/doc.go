@@ -18,7 +18,7 @@
 // retried on the newer object. An acknowledged write is in etcd's quorum.
 // A store remembers the objects it lately wrote or read (known.go), so a
 // write usually reads nothing first: its compare proves what was remembered
-// current, and a transaction that fails returns the current object.
+// current (when it fails, the object is read and the write tried again).
 //
 // The store knows nothing of kinds beyond their names, nor of who may write
 // what: validation is api's job and authorization the server's.

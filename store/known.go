@@ -19,11 +19,11 @@ type known struct {
 }
 
 type knownValue struct {
-	raw    []byte
+	raw    string // as stored
 	modRev int64
 }
 
-func (k *known) get(key string) (raw []byte, modRev int64, ok bool) {
+func (k *known) get(key string) (raw string, modRev int64, ok bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	v, ok := k.cur[key]
@@ -33,7 +33,7 @@ func (k *known) get(key string) (raw []byte, modRev int64, ok bool) {
 	return v.raw, v.modRev, ok
 }
 
-func (k *known) put(key string, raw []byte, modRev int64) {
+func (k *known) put(key string, raw string, modRev int64) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if v, ok := k.cur[key]; ok && v.modRev > modRev {

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -165,8 +166,8 @@ func (s *Store) List(ctx context.Context, kind, ns string) ([]api.Object, int64,
 //
 // An object this store wrote or read lately is not read again: fn gets
 // the remembered one, and the write's compare on the etcd mod revision
-// proves it current (when it is not, the failed transaction returns the
-// current object and fn is asked again). An object it does not know is
+// proves it current (when it is not, the object is read and fn is asked
+// again). An object it does not know is
 // first taken to be absent, as a creation is. A refusal by fn (an error,
 // nil, or no change) of an object not read from etcd by this call is
 // checked against a fresh read before it is returned.
@@ -177,13 +178,13 @@ func (s *Store) Mutate(ctx context.Context, ref api.Ref, w Write, fn func(cur *a
 	key := s.objKey(ref)
 	b := base{}
 	if raw, modRev, ok := s.known.get(key); ok {
-		o, err := decodeObject(ref, raw)
+		o, err := decodeObject(ref, []byte(raw))
 		if err != nil {
 			return Result{}, err
 		}
 		b.cur, b.modRev = o, modRev
 	} else if w.Expect != 0 {
-		if err := s.read(ctx, ref, &b); err != nil {
+		if err := s.read(ctx, ref, &b, true); err != nil {
 			return Result{}, err
 		}
 	}
@@ -191,7 +192,7 @@ func (s *Store) Mutate(ctx context.Context, ref api.Ref, w Write, fn func(cur *a
 		cur := b.cur
 		if w.Expect != 0 && (cur == nil || cur.Meta.Revision != w.Expect) {
 			if !b.fresh {
-				if err := s.read(ctx, ref, &b); err != nil {
+				if err := s.read(ctx, ref, &b, true); err != nil {
 					return Result{}, err
 				}
 				continue
@@ -212,7 +213,7 @@ func (s *Store) Mutate(ctx context.Context, ref api.Ref, w Write, fn func(cur *a
 		}
 		if err != nil {
 			if !b.fresh {
-				if err := s.read(ctx, ref, &b); err != nil {
+				if err := s.read(ctx, ref, &b, true); err != nil {
 					return Result{}, err
 				}
 				continue
@@ -248,8 +249,9 @@ type base struct {
 	nextRev int64
 }
 
-// read fills b from etcd and remembers what it read.
-func (s *Store) read(ctx context.Context, ref api.Ref, b *base) error {
+// read fills b from etcd and remembers what it read. With history set,
+// an absent object's b.nextRev is read too.
+func (s *Store) read(ctx context.Context, ref api.Ref, b *base, history bool) error {
 	key := s.objKey(ref)
 	resp, err := s.kv.Get(ctx, key)
 	if err != nil {
@@ -258,14 +260,36 @@ func (s *Store) read(ctx context.Context, ref api.Ref, b *base) error {
 	*b = base{fresh: true}
 	if len(resp.Kvs) == 0 {
 		s.known.forget(key)
+		if history {
+			last, err := s.lastRev(ctx, ref)
+			b.nextRev = last + 1
+			return err
+		}
 		return nil
 	}
 	if b.cur, err = decodeObject(ref, resp.Kvs[0].Value); err != nil {
 		return err
 	}
 	b.modRev = resp.Kvs[0].ModRevision
-	s.known.put(key, resp.Kvs[0].Value, b.modRev)
+	s.known.put(key, string(resp.Kvs[0].Value), b.modRev)
 	return nil
+}
+
+// lastRev returns the newest revision in an object's history, 0 if none.
+func (s *Store) lastRev(ctx context.Context, ref api.Ref) (int64, error) {
+	resp, err := s.kv.Get(ctx, s.histPrefix(ref), append([]clientv3.OpOption{clientv3.WithKeysOnly()}, clientv3.WithLastKey()...)...)
+	if err != nil {
+		return 0, fmt.Errorf("%s: read history: %w", ref, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return 0, nil
+	}
+	k := string(resp.Kvs[0].Key)
+	rev, err := strconv.ParseInt(k[strings.LastIndexByte(k, '/')+1:], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%s: damaged history key %q", ref, k)
+	}
+	return rev, nil
 }
 
 // decodeObject decodes a stored object.
@@ -280,6 +304,10 @@ func decodeObject(ref api.Ref, raw []byte) (*api.Object, error) {
 // write tries one compare-and-swap from b. done=false means the object
 // was not as b had it, or b was not proven current and there was nothing
 // to write; b then holds the object as etcd has it.
+//
+// A creation takes the revision after the last of the object's history,
+// which b has if it read it; otherwise revision 1, which fails if the
+// object existed before (a compare on the history key), and then reads.
 func (s *Store) write(ctx context.Context, ref api.Ref, w Write, b *base, next *api.Object) (res Result, done bool, err error) {
 	cur := b.cur
 	now := s.now().UTC().Truncate(time.Millisecond)
@@ -292,7 +320,6 @@ func (s *Store) write(ctx context.Context, ref api.Ref, w Write, b *base, next *
 
 	key := s.objKey(ref)
 	var cmps []clientv3.Cmp
-	var orElse []clientv3.Op
 	op := Configured
 	if cur == nil {
 		op = Created
@@ -305,14 +332,12 @@ func (s *Store) write(ctx context.Context, ref api.Ref, w Write, b *base, next *
 			clientv3.Compare(clientv3.CreateRevision(key), "=", 0),
 			clientv3.Compare(clientv3.CreateRevision(s.histKey(ref, rec.Rev)), "=", 0),
 		}
-		orElse = []clientv3.Op{clientv3.OpGet(key),
-			clientv3.OpGet(s.histPrefix(ref), append([]clientv3.OpOption{clientv3.WithKeysOnly()}, clientv3.WithLastKey()...)...)}
 	} else {
 		oldBody := body(cur)
 		patch := fieldpath.Diff(oldBody, newBody)
 		if len(patch) == 0 {
 			if !b.fresh {
-				return Result{}, false, s.read(ctx, ref, b)
+				return Result{}, false, s.read(ctx, ref, b, true)
 			}
 			return Result{Object: *cur, Op: Unchanged}, true, nil
 		}
@@ -329,18 +354,16 @@ func (s *Store) write(ctx context.Context, ref api.Ref, w Write, b *base, next *
 		}
 		obj.Meta.Created = cur.Meta.Created
 		cmps = []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", b.modRev)}
-		orElse = []clientv3.Op{clientv3.OpGet(key), clientv3.OpGet(s.histPrefix(ref),
-			append([]clientv3.OpOption{clientv3.WithKeysOnly()}, clientv3.WithLastKey()...)...)}
 	}
 	obj.Meta.Revision = rec.Rev
 	obj.Meta.Generation = rec.Gen
 	obj.Meta.Updated = now
 
-	ob, err := marshal(&obj)
+	ob, err := marshalString(&obj)
 	if err != nil {
 		return Result{}, false, err
 	}
-	rb, err := marshal(&rec)
+	rb, err := marshalString(&rec)
 	if err != nil {
 		return Result{}, false, err
 	}
@@ -348,46 +371,18 @@ func (s *Store) write(ctx context.Context, ref api.Ref, w Write, b *base, next *
 		return Result{}, false, fmt.Errorf("%s: %w: the object and its revision are %d bytes, more than etcd takes in one request (%d)", ref, ErrTooLarge, n, MaxRequestBytes)
 	}
 	resp, err := s.kv.Txn(ctx).If(cmps...).Then(
-		clientv3.OpPut(key, string(ob)),
-		clientv3.OpPut(s.histKey(ref, rec.Rev), string(rb)),
-	).Else(orElse...).Commit()
+		clientv3.OpPut(key, ob),
+		clientv3.OpPut(s.histKey(ref, rec.Rev), rb),
+	).Commit()
 	if err != nil {
 		s.known.forget(key)
 		return Result{}, false, fmt.Errorf("%s: write: %w", ref, err)
 	}
 	if !resp.Succeeded {
-		return Result{}, false, s.lost(ref, b, resp)
+		return Result{}, false, s.read(ctx, ref, b, true)
 	}
 	s.known.put(key, ob, resp.Header.Revision)
 	return Result{Object: obj, Op: op}, true, nil
-}
-
-// lost fills b from the reads of a transaction whose compare failed: the
-// object as it is, or, if absent, where its history goes on.
-func (s *Store) lost(ref api.Ref, b *base, resp *clientv3.TxnResponse) error {
-	*b = base{fresh: true}
-	key := s.objKey(ref)
-	if kvs := resp.Responses[0].GetResponseRange().GetKvs(); len(kvs) > 0 {
-		o, err := decodeObject(ref, kvs[0].Value)
-		if err != nil {
-			return err
-		}
-		b.cur, b.modRev = o, kvs[0].ModRevision
-		s.known.put(key, kvs[0].Value, b.modRev)
-		return nil
-	}
-	s.known.forget(key)
-	last := int64(0)
-	if kvs := resp.Responses[1].GetResponseRange().GetKvs(); len(kvs) > 0 {
-		k := string(kvs[0].Key)
-		rev, err := strconv.ParseInt(k[strings.LastIndexByte(k, '/')+1:], 10, 64)
-		if err != nil {
-			return fmt.Errorf("%s: damaged history key %q", ref, k)
-		}
-		last = rev
-	}
-	b.nextRev = last + 1
-	return nil
 }
 
 func (s *Store) conflict(ctx context.Context, ref api.Ref, expected int64, cur *api.Object) error {
@@ -426,13 +421,13 @@ func (s *Store) Delete(ctx context.Context, ref api.Ref, w Write) (api.Object, e
 		}
 		rec := record{Rev: cur.Meta.Revision + 1, Time: s.now().UnixMilli(), Changer: w.Changer,
 			Cause: w.Cause, Gen: cur.Meta.Generation, Deleted: true}
-		rb, err := marshal(&rec)
+		rb, err := marshalString(&rec)
 		if err != nil {
 			return api.Object{}, err
 		}
 		resp, err := s.kv.Txn(ctx).
 			If(clientv3.Compare(clientv3.ModRevision(s.objKey(ref)), "=", modRev)).
-			Then(clientv3.OpDelete(s.objKey(ref)), clientv3.OpPut(s.histKey(ref, rec.Rev), string(rb))).
+			Then(clientv3.OpDelete(s.objKey(ref)), clientv3.OpPut(s.histKey(ref, rec.Rev), rb)).
 			Commit()
 		if err != nil {
 			return api.Object{}, fmt.Errorf("%s: delete: %w", ref, err)
@@ -559,17 +554,21 @@ func (s *Store) Rollback(ctx context.Context, ref api.Ref, to int64, w Write) (R
 	})
 }
 
-// marshal encodes JSON without escaping <, > and & (which would grow a
-// shell script in an env var sixfold).
-func marshal(v any) ([]byte, error) {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
+// marshalString encodes JSON without escaping <, > and & (which would
+// grow a shell script in an env var sixfold), through a reused buffer.
+func marshalString(v any) (string, error) {
+	b := buffers.Get().(*bytes.Buffer)
+	defer buffers.Put(b)
+	b.Reset()
+	enc := json.NewEncoder(b)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(v); err != nil {
-		return nil, err
+		return "", err
 	}
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+	return string(bytes.TrimSuffix(b.Bytes(), []byte("\n"))), nil
 }
+
+var buffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // IsNotFound reports whether err means the object does not exist.
 func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
