@@ -131,6 +131,11 @@ func Rollback(ctx context.Context, w io.Writer, o RollbackOptions) error {
 			return fmt.Errorf("rolling out to 100%%: %w", err)
 		}
 		outs = append(outs, time.Since(start))
+		// The previous pods stop after the rollout is complete; measure
+		// from a quiet cluster.
+		if err := waitPods(ctx, c, o.Replicas); err != nil {
+			return err
+		}
 		before, err := l.BlobDownloads()
 		if err != nil {
 			return err
@@ -152,6 +157,9 @@ func Rollback(ctx context.Context, w io.Writer, o RollbackOptions) error {
 			return fmt.Errorf("rolling back: %w", err)
 		}
 		completes = append(completes, time.Since(start))
+		if err := waitPods(ctx, c, o.Replicas); err != nil {
+			return err
+		}
 		after, err := l.BlobDownloads()
 		if err != nil {
 			return err
@@ -235,6 +243,28 @@ func waitComplete(ctx context.Context, c *client.Client, ref api.Ref) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// waitPods waits until only n pods exist: those being deleted are gone.
+func waitPods(ctx context.Context, c *client.Client, n int) error {
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		list, err := c.List(ctx, "Pod", "default", "")
+		if err != nil {
+			return err
+		}
+		if len(list.Items) == n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d pods after 5 minutes, want %d", len(list.Items), n)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }
