@@ -40,7 +40,7 @@ func (k *known) put(key string, raw string, modRev int64) {
 		return // a racing write remembered a newer one
 	}
 	if k.cur == nil || len(k.cur) >= knownPerGeneration {
-		k.prev, k.cur = k.cur, make(map[string]knownValue, knownPerGeneration)
+		k.prev, k.cur = k.cur, map[string]knownValue{}
 	}
 	k.cur[key] = knownValue{raw: raw, modRev: modRev}
 	delete(k.prev, key)

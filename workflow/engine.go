@@ -126,7 +126,11 @@ type Engine struct {
 	graphs map[string]*Graph // kind/phase → graph; guarded by mu
 	tmpls  map[*Graph]*template
 	objs   map[string]*objState
-	items  map[string]*attempt  // item ID → attempt in flight
+	// items maps item IDs to attempts in flight; guarded by mu and
+	// itemsMu, both held to change it, either to read it (Item takes
+	// only itemsMu, so servers look items up without waiting on mu).
+	items   map[string]*attempt
+	itemsMu sync.RWMutex
 	failed map[string]*objState // objects whose last run failed, by key
 	// changed holds the runs changed since the Recorder last got them;
 	// a flush is pending while it is not empty.
@@ -165,6 +169,7 @@ type unitState struct {
 	// sent marks a step with an attempt handed to a dispatcher; it stays
 	// Waiting (on the controller) until it is taken.
 	sent bool
+	item string // ID of its latest attempt
 }
 
 // template is the start of every run of a graph: its units in order, with
@@ -627,7 +632,8 @@ func (e *Engine) dispatchLocked(r *run, sr *StepRecord, s *Step) []func() {
 		item.Node = nodeOf(obj)
 	}
 	a := &attempt{item: item, run: r, unit: sr.Name}
-	e.items[item.ID] = a
+	e.setItemLocked(item.ID, a)
+	r.units[r.idx[sr.Name]].item = item.ID
 	sr.WaitingOn = []string{"controller:" + s.Controller + " to take it"}
 	if s.Where == "node" {
 		sr.WaitingOn = []string{"node:" + item.Node + " to take it"}
@@ -692,7 +698,7 @@ func (e *Engine) Complete(itemID string, res Result) error {
 	if a.timer != nil {
 		a.timer.Stop()
 	}
-	delete(e.items, itemID)
+	e.setItemLocked(itemID, nil)
 	ref := a.run.state.obj.Ref
 	changer, step := "controller:"+a.item.Controller, a.item.Step
 	if a.item.Where == "node" {
@@ -799,7 +805,7 @@ func (e *Engine) timeout(itemID string) {
 		e.mu.Unlock()
 		return
 	}
-	delete(e.items, itemID)
+	e.setItemLocked(itemID, nil)
 	r := a.run
 	sr := &r.rec.Steps[r.idx[a.unit]]
 	actions := []func(){func() { e.o.Dispatcher.Cancel(itemID) }}
@@ -812,17 +818,28 @@ func (e *Engine) timeout(itemID string) {
 
 // cancelUnitLocked withdraws a unit's attempt in flight.
 func (e *Engine) cancelUnitLocked(r *run, unit string) []func() {
-	var actions []func()
-	for id, a := range e.items {
-		if a.run == r && a.unit == unit {
-			if a.timer != nil {
-				a.timer.Stop()
-			}
-			delete(e.items, id)
-			actions = append(actions, func() { e.o.Dispatcher.Cancel(id) })
-		}
+	id := r.units[r.idx[unit]].item
+	a := e.items[id]
+	if a == nil || a.run != r {
+		return nil
 	}
-	return actions
+	if a.timer != nil {
+		a.timer.Stop()
+	}
+	e.setItemLocked(id, nil)
+	return []func(){func() { e.o.Dispatcher.Cancel(id) }}
+}
+
+// setItemLocked records an attempt in flight, or with a nil one, that it
+// is no longer.
+func (e *Engine) setItemLocked(id string, a *attempt) {
+	e.itemsMu.Lock()
+	defer e.itemsMu.Unlock()
+	if a == nil {
+		delete(e.items, id)
+		return
+	}
+	e.items[id] = a
 }
 
 // supersedeLocked ends a run that a newer state replaced.
@@ -913,8 +930,8 @@ func (e *Engine) Runs(ref Ref) []RunRecord {
 
 // Item returns a work item in flight, for servers that deliver them.
 func (e *Engine) Item(itemID string) (*WorkItem, bool) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	e.itemsMu.RLock()
+	defer e.itemsMu.RUnlock()
 	a := e.items[itemID]
 	if a == nil {
 		return nil, false
