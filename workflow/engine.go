@@ -131,7 +131,7 @@ type Engine struct {
 	// only itemsMu, so servers look items up without waiting on mu).
 	items   map[string]*attempt
 	itemsMu sync.RWMutex
-	failed map[string]*objState // objects whose last run failed, by key
+	failed  map[string]*objState // objects whose last run failed, by key
 	// changed holds the runs changed since the Recorder last got them;
 	// a flush is pending while it is not empty.
 	changed map[*run]bool
