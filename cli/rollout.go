@@ -307,7 +307,7 @@ func (p *progress) show(obj *api.Object) {
 		name string
 		vs   api.VersionStatus
 	}{{"previous", st.Previous}, {"next", st.Next}} {
-		lines = append(lines, fmt.Sprintf("  %-8s %s %d/%d ready, %d pods", v.name, bar(v.vs.Ready, v.vs.Desired, 24), v.vs.Ready, v.vs.Desired, v.vs.Current))
+		lines = append(lines, fmt.Sprintf("  %-8s %s %d/%d ready, %s", v.name, bar(v.vs.Ready, v.vs.Desired, 24), v.vs.Ready, v.vs.Desired, podCount(v.vs.Current)))
 	}
 	if len(st.Strays) > 0 {
 		lines = append(lines, fmt.Sprintf("  strays: %s (they match %s but neither template; skiff leaves them alone)", strings.Join(st.Strays, ", "), st.Selector))
@@ -327,8 +327,8 @@ func (p *progress) show(obj *api.Object) {
 		p.drawn = len(lines)
 		return
 	}
-	fmt.Fprintf(p.w, "%s: previous %d/%d ready (%d pods), next %d/%d ready (%d pods), %s\n", p.ref,
-		st.Previous.Ready, st.Previous.Desired, st.Previous.Current, st.Next.Ready, st.Next.Desired, st.Next.Current, stateText(obj, st))
+	fmt.Fprintf(p.w, "%s: previous %d/%d ready (%s), next %d/%d ready (%s), %s\n", p.ref,
+		st.Previous.Ready, st.Previous.Desired, podCount(st.Previous.Current), st.Next.Ready, st.Next.Desired, podCount(st.Next.Current), stateText(obj, st))
 }
 
 // stateText is the rollout's state, or that the controller has not seen
@@ -347,4 +347,12 @@ func bar(n, total, width int) string {
 		filled = min(width, n*width/total)
 	}
 	return "[" + strings.Repeat("#", filled) + strings.Repeat(".", width-filled) + "]"
+}
+
+// podCount is "1 pod", "3 pods".
+func podCount(n int) string {
+	if n == 1 {
+		return "1 pod"
+	}
+	return fmt.Sprintf("%d pods", n)
 }

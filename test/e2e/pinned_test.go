@@ -254,7 +254,73 @@ spec:
 		t.Fatalf("rollout abort: %v\n%s", err, out)
 	}
 	rolloutStatus(t, l, "aborted the broken version")
-	checkVersions(t, c, ctx, map[string]int{"v1": replicas})
+	pods = checkVersions(t, c, ctx, map[string]int{"v1": replicas})
+
+	// A pod deleted under it is replaced.
+	if out, err := l.Skiff("delete", "pod/"+pods[0].Name); err != nil {
+		t.Fatalf("delete a pod of pd/web: %v\n%s", err, out)
+	}
+	waitGone(t, c, ctx, pods[0].Name)
+	rolloutStatus(t, l, "after a pod was deleted")
+	waitVersions(t, c, ctx, map[string]int{"v1": replicas})
+
+	// Rollback to the revision that set 100% brings that spec back, then
+	// promote makes next the previous version without touching the pods.
+	rev100 := ops[2].Rev
+	if out, err := l.Skiff("rollback", "pd/web", "--to", fmt.Sprint(rev100)); err != nil {
+		t.Fatalf("rollback pd/web --to %d: %v\n%s", rev100, err, out)
+	}
+	rolloutStatus(t, l, fmt.Sprintf("rolled back to revision %d", rev100))
+	before := checkVersions(t, c, ctx, map[string]int{"v2": replicas})
+	if out, err := l.Skiff("rollout", "promote", "pd/web"); err != nil {
+		t.Fatalf("rollout promote: %v\n%s", err, out)
+	}
+	rolloutStatus(t, l, "promoted")
+	after := checkVersions(t, c, ctx, map[string]int{"v2": replicas})
+	for i := range after {
+		if after[i].Name != before[i].Name || restarts(after[i]) != restarts(before[i]) {
+			t.Errorf("promote changed pod %s (restarts %d) into %s (restarts %d)", before[i].Name, restarts(before[i]), after[i].Name, restarts(after[i]))
+		}
+	}
+	obj, err = c.Get(ctx, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spec, _ := api.DecodeSpecAs[api.PinnedDeploymentSpec](&obj); spec.NextPercent != 0 || spec.Templates.Previous.Labels["version"] != "v2" {
+		t.Errorf("after promote: nextPercent %d, previous template labels %v; want 0 and version v2", spec.NextPercent, spec.Templates.Previous.Labels)
+	}
+
+	// Deleting it deletes its pods.
+	if out, err := l.Skiff("delete", "pd/web"); err != nil {
+		t.Fatalf("delete pd/web: %v\n%s", err, out)
+	}
+	for _, p := range after {
+		waitGone(t, c, ctx, p.Name)
+	}
+}
+
+// waitVersions waits until checkVersions would pass.
+func waitVersions(t *testing.T, c *client.Client, ctx context.Context, want map[string]int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		list, err := c.List(ctx, "Pod", "default", "app=web")
+		got := map[string]int{}
+		if err == nil {
+			for _, p := range list.Items {
+				if p.Meta.Deleting == nil && running(p) {
+					got[p.Labels["version"]]++
+				}
+			}
+		}
+		if fmt.Sprint(got) == fmt.Sprint(want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("running pods by version: %v, want %v", got, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // rolloutStatus runs skiff rollout status until the rollout is complete.
