@@ -705,43 +705,40 @@ func podName(pd string) string {
 // updatePod writes a template's labels and spec into a pod: its node
 // restarts the containers whose config changed, in place.
 func (c *pinnedController) updatePod(ctx context.Context, pod api.Object, t *api.Object) error {
-	res, err := c.o.store.Mutate(ctx, pod.Ref(), store.Write{Changer: pinnedChanger, Cause: "step rollout"},
-		func(cur *api.Object) (*api.Object, error) {
-			if cur == nil || cur.Meta.Deleting != nil || cur.Meta.Owner != pod.Meta.Owner {
-				return nil, nil
-			}
-			next := cur.DeepCopy()
-			next.Labels, next.Spec = t.DeepCopy().Labels, t.DeepCopy().Spec
-			if err := c.checkWrite(cur, cur, &next); err != nil {
-				return nil, err
-			}
-			return &next, nil
-		})
-	if err != nil {
-		return err
-	}
-	c.put(res.Object)
-	return nil
+	return c.rewritePod(ctx, pod, func(next *api.Object) {
+		next.Labels, next.Spec = t.DeepCopy().Labels, t.DeepCopy().Spec
+	})
 }
 
 // keepImages writes the images a pod's node keeps for it.
 func (c *pinnedController) keepImages(ctx context.Context, pod api.Object, images any) error {
+	return c.rewritePod(ctx, pod, func(next *api.Object) {
+		if images == nil {
+			delete(next.Spec, "keepImages")
+		} else {
+			next.Spec["keepImages"] = images
+		}
+	})
+}
+
+// rewritePod changes a pod the PinnedDeployment still has, with field
+// ownership checked; a pod gone or going meanwhile is left alone.
+func (c *pinnedController) rewritePod(ctx context.Context, pod api.Object, change func(next *api.Object)) error {
 	res, err := c.o.store.Mutate(ctx, pod.Ref(), store.Write{Changer: pinnedChanger, Cause: "step rollout"},
 		func(cur *api.Object) (*api.Object, error) {
 			if cur == nil || cur.Meta.Deleting != nil || cur.Meta.Owner != pod.Meta.Owner {
 				return nil, nil
 			}
 			next := cur.DeepCopy()
-			if images == nil {
-				delete(next.Spec, "keepImages")
-			} else {
-				next.Spec["keepImages"] = images
-			}
+			change(&next)
 			if err := c.checkWrite(cur, cur, &next); err != nil {
 				return nil, err
 			}
 			return &next, nil
 		})
+	if store.IsNotFound(err) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
