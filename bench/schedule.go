@@ -35,8 +35,9 @@ type ScheduleOptions struct {
 	// Profile, if set, is a directory where profiles of this process
 	// (server, etcd, simulator and bench clients) are written:
 	// nodes-cpu.pprof while the nodes join; cpu.pprof, mutex.pprof and
-	// block.pprof from the first create until every pod runs; heap.pprof
-	// at the end.
+	// block.pprof from the first create until every pod runs;
+	// heap-created.pprof when the last pod was created (about when the
+	// most are in flight), heap.pprof at the end.
 	Profile string
 	// Log, if set, gets the server's and the simulator's log.
 	Log io.Writer
@@ -178,6 +179,11 @@ wait:
 			}
 			createsDone = true
 			fmt.Fprintf(w, "%d pods created in %.1f s\n", o.Pods, createEnd.Sub(createStart).Seconds())
+			if o.Profile != "" {
+				if err := writeProfile(o.Profile, "heap-created", "heap"); err != nil {
+					return err
+				}
+			}
 		case <-pw.all:
 			complete = true
 			break wait
@@ -188,6 +194,7 @@ wait:
 		case <-progress.C:
 			p, r := pw.counts()
 			fmt.Fprintf(w, "  %.0f s: %d created, %d placed, %d running\n", time.Since(createStart).Seconds(), createdN.Load(), p, r)
+
 		case <-timeout:
 			if !createsDone {
 				stopCreates()
@@ -285,20 +292,27 @@ func stopProfiles(dir string, stopCPU func()) error {
 	runtime.SetMutexProfileFraction(0)
 	runtime.SetBlockProfileRate(0)
 	for _, name := range []string{"mutex", "block", "heap"} {
-		f, err := os.Create(filepath.Join(dir, name+".pprof"))
-		if err != nil {
-			return err
-		}
 		if name == "heap" {
 			runtime.GC()
 		}
-		err = pprof.Lookup(name).WriteTo(f, 0)
-		f.Close()
-		if err != nil {
+		if err := writeProfile(dir, name, name); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// writeProfile writes the named profile to dir/file.pprof.
+func writeProfile(dir, file, name string) error {
+	f, err := os.Create(filepath.Join(dir, file+".pprof"))
+	if err != nil {
+		return err
+	}
+	err = pprof.Lookup(name).WriteTo(f, 0)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // createRow is the create throughput, of those created before the
