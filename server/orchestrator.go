@@ -71,9 +71,9 @@ func NewOrchestrator(st *store.Store, kv *clientv3.Client, prefix string, log *s
 	o.rec = &runRecorder{kv: kv, prefix: prefix + "/runs/", dirty: map[string]workflow.RunRecord{}, log: log}
 	o.Local = &workflow.Local{Fallback: o.Queue}
 	// The engine keeps no finished runs: the recorder has them (Runs). It
-	// records a run once it ends, or once it has run for a second.
+	// records a run once it ends, or once it has run for 5 s.
 	o.Engine = workflow.NewEngine(workflow.Options{Objects: o, Dispatcher: o.Local, Recorder: recorders{o.rec, o.pinned},
-		KeepRuns: -1, RecordAfter: time.Second})
+		KeepRuns: -1, RecordAfter: 5 * time.Second})
 	o.Local.Engine = o.Engine
 	handlers := map[string]workflow.Handler{"admission": o.admit, "scheduler": o.schedule, "ipam": o.ipam, "pinned": o.pinned.step}
 	for _, r := range regs {
