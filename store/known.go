@@ -1,10 +1,18 @@
 package store
 
-import "sync"
+import (
+	"hash/maphash"
+	"sync"
+)
 
 // knownPerGeneration bounds what the store remembers: between one and two
-// generations of this many objects, the most recently written or read.
+// generations of this many objects (over all shards), the most recently
+// written or read.
 const knownPerGeneration = 32768
+
+// knownShards spreads what the store remembers over locks of their own:
+// every write takes one twice.
+const knownShards = 16
 
 // known remembers, for the objects a store wrote or read lately, the
 // stored value and its etcd mod revision, so that the next write of one
@@ -14,6 +22,11 @@ const knownPerGeneration = 32768
 // most recent": when the current one is full it becomes the previous one,
 // and the previous one is dropped.
 type known struct {
+	seed   maphash.Seed // set by New
+	shards [knownShards]knownShard
+}
+
+type knownShard struct {
 	mu        sync.Mutex
 	cur, prev map[string]knownValue // etcd key → value; guarded by mu
 }
@@ -23,32 +36,39 @@ type knownValue struct {
 	modRev int64
 }
 
+func (k *known) shard(key string) *knownShard {
+	return &k.shards[maphash.String(k.seed, key)%knownShards]
+}
+
 func (k *known) get(key string) (raw string, modRev int64, ok bool) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	v, ok := k.cur[key]
+	s := k.shard(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.cur[key]
 	if !ok {
-		v, ok = k.prev[key]
+		v, ok = s.prev[key]
 	}
 	return v.raw, v.modRev, ok
 }
 
 func (k *known) put(key string, raw string, modRev int64) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if v, ok := k.cur[key]; ok && v.modRev > modRev {
+	s := k.shard(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if v, ok := s.cur[key]; ok && v.modRev > modRev {
 		return // a racing write remembered a newer one
 	}
-	if k.cur == nil || len(k.cur) >= knownPerGeneration {
-		k.prev, k.cur = k.cur, map[string]knownValue{}
+	if s.cur == nil || len(s.cur) >= knownPerGeneration/knownShards {
+		s.prev, s.cur = s.cur, map[string]knownValue{}
 	}
-	k.cur[key] = knownValue{raw: raw, modRev: modRev}
-	delete(k.prev, key)
+	s.cur[key] = knownValue{raw: raw, modRev: modRev}
+	delete(s.prev, key)
 }
 
 func (k *known) forget(key string) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	delete(k.cur, key)
-	delete(k.prev, key)
+	s := k.shard(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.cur, key)
+	delete(s.prev, key)
 }

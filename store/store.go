@@ -6,7 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"reflect"
+	"hash/maphash"
 	"sort"
 	"strconv"
 	"strings"
@@ -43,6 +43,7 @@ type Store struct {
 // New returns a store on an etcd client.
 func New(kv *clientv3.Client, o Options) *Store {
 	s := &Store{kv: kv, prefix: o.Prefix, every: o.SnapshotEvery, now: o.Now}
+	s.known.seed = maphash.MakeSeed()
 	if s.prefix == "" {
 		s.prefix = "/skiff"
 	}
@@ -343,7 +344,7 @@ func (s *Store) write(ctx context.Context, ref api.Ref, w Write, b *base, next *
 		}
 		rec.Rev = cur.Meta.Revision + 1
 		rec.Gen = cur.Meta.Generation
-		if !reflect.DeepEqual(cur.Spec, obj.Spec) {
+		if changesSpec(patch) {
 			rec.Gen++
 		}
 		if (rec.Rev-1)%s.every == 0 {
@@ -552,6 +553,17 @@ func (s *Store) Rollback(ctx context.Context, ref api.Ref, to int64, w Write) (R
 		}
 		return &next, nil
 	})
+}
+
+// changesSpec reports whether a patch between bodies changes the spec:
+// a new generation.
+func changesSpec(patch []fieldpath.Op) bool {
+	for _, op := range patch {
+		if rest, ok := strings.CutPrefix(op.Path, "spec"); ok && (rest == "" || rest[0] == '.' || rest[0] == '[') {
+			return true
+		}
+	}
+	return false
 }
 
 // marshalString encodes JSON without escaping <, > and & (which would
