@@ -349,6 +349,12 @@ func (c *placeCache) setNodeLocked(o *api.Object) {
 	n.Heartbeat = c.heard[o.Name]
 	n.Unreachable = o.Status["reachability"] == unreachable
 	n.Network, _ = o.Status["network"].(string)
+	if n.Network == "ready" {
+		// The literal, shared by every ready node: Place compares it for
+		// every node of every placement, and equal pointers compare
+		// without reading each node's decoded copy from memory.
+		n.Network = "ready"
+	}
 	if i, ok := c.index[o.Name]; ok {
 		if !maps.Equal(c.nodes[i].Labels, n.Labels) {
 			clear(c.spreads)
