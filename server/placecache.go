@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -163,7 +164,7 @@ func (c *placeCache) place(ns, name, group string, req scheduler.Request) (strin
 	} else if h.node == req.Current {
 		req.Held = h.held
 	}
-	view := scheduler.Cluster{Nodes: c.nodes, Index: c.index, Group: c.groups[h.group], Now: now}
+	view := scheduler.Cluster{Nodes: c.nodes, Index: c.index, ByName: true, Group: c.groups[h.group], Now: now}
 	if key := req.Placement.Spread; key != "" {
 		view.Domains = c.domainsLocked(h.group, key)
 	}
@@ -363,8 +364,11 @@ func (c *placeCache) setNodeLocked(o *api.Object) {
 		return
 	}
 	clear(c.spreads)
-	c.index[o.Name] = len(c.nodes)
-	c.nodes = append(c.nodes, n)
+	// Nodes stay sorted by name (scheduler.Cluster.ByName); they come
+	// mostly in order, at the end.
+	i, _ := slices.BinarySearchFunc(c.nodes, n.Name, func(x scheduler.Node, name string) int { return strings.Compare(x.Name, name) })
+	c.nodes = slices.Insert(c.nodes, i, n)
+	c.reindexLocked(i)
 }
 
 // placedOn returns the pods the store shows on node.
@@ -427,15 +431,17 @@ func (c *placeCache) removeNodeLocked(name string) {
 	if !ok {
 		return
 	}
-	last := len(c.nodes) - 1
-	if i != last {
-		c.nodes[i] = c.nodes[last]
+	c.nodes = slices.Delete(c.nodes, i, i+1)
+	delete(c.index, name)
+	c.reindexLocked(i)
+	clear(c.spreads)
+}
+
+// reindexLocked brings the index up to date from position i on.
+func (c *placeCache) reindexLocked(i int) {
+	for ; i < len(c.nodes); i++ {
 		c.index[c.nodes[i].Name] = i
 	}
-	c.nodes[last] = scheduler.Node{}
-	c.nodes = c.nodes[:last]
-	delete(c.index, name)
-	clear(c.spreads)
 }
 
 // groupOf names a pod's group for spreading: the pods of one namespace

@@ -25,9 +25,9 @@ type Node struct {
 	// Unreachable is set by the node lifecycle once the node's lease
 	// expired: no heartbeat for a lease.
 	Unreachable bool
-	Network       string    // status.network: "ready" once the node's readiness run programmed it
-	Capacity      Resources // Pods 0: no limit on the number of pods
-	Used          Resources // held by the pods placed there
+	Network     string    // status.network: "ready" once the node's readiness run programmed it
+	Capacity    Resources // Pods 0: no limit on the number of pods
+	Used        Resources // held by the pods placed there
 }
 
 // NotReady says why the node takes no new pods, or "" if it does: its
@@ -74,6 +74,11 @@ type Cluster struct {
 	// nil.
 	Domains map[string]int
 	Now     time.Time
+	// ByName says Nodes are sorted by name, so that of nodes ranked alike
+	// the first one found has the least name and Place compares no names
+	// (reading each node's name from memory is most of a placement's cost
+	// when thousands of nodes rank alike).
+	ByName bool
 }
 
 // ErrNoNodes is returned when the cluster has no nodes at all.
@@ -142,11 +147,12 @@ type plan struct {
 	binpack  bool
 	spread   string         // node label to spread over, or ""
 	domain   map[string]int // spread label value → pods of the group
+	byName   bool           // nodes come sorted by name (Cluster.ByName)
 }
 
 func newPlan(req *Request, c *Cluster) *plan {
 	p := &plan{req: req, binpack: req.Placement.Score == api.ScoreBinpack,
-		spread: req.Placement.Spread, selector: sortedSelector(req.Placement.NodeSelector)}
+		spread: req.Placement.Spread, selector: sortedSelector(req.Placement.NodeSelector), byName: c.ByName}
 	if p.spread != "" {
 		p.domain = c.Domains
 		if p.domain == nil {
@@ -258,6 +264,9 @@ func (p *plan) better(a, b *candidate) bool {
 	}
 	if a.n.Used.Pods != b.n.Used.Pods {
 		return a.n.Used.Pods < b.n.Used.Pods != p.binpack
+	}
+	if p.byName {
+		return false // b came first: its name is the lesser
 	}
 	return a.n.Name < b.n.Name
 }
