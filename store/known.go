@@ -8,7 +8,7 @@ import (
 // knownPerGeneration bounds what the store remembers: between one and two
 // generations of this many objects (over all shards), the most recently
 // written or read.
-const knownPerGeneration = 32768
+const knownPerGeneration = 16384
 
 // knownShards spreads what the store remembers over locks of their own:
 // every write takes one twice.
