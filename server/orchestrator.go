@@ -478,7 +478,7 @@ func (o *Orchestrator) writeAs(ctx context.Context, ref workflow.Ref, changer, c
 				return nil, fmt.Errorf("%s: %w", ref, store.ErrNotFound)
 			}
 			old := bodyOf(cur)
-			next, err := fieldpath.Apply(fieldpath.DeepCopy(old), ops)
+			next, err := fieldpath.Apply(old, ops) // a copy: old stays as it was
 			if err != nil {
 				return nil, err
 			}
