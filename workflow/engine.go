@@ -479,7 +479,10 @@ func succeeded(state string) bool { return state == Done || state == Skipped }
 // do once the lock is released (dispatches, cancellations, records).
 func (e *Engine) advanceLocked(r *run) []func() {
 	var actions []func()
-	now := e.o.Now()
+	// One time for every unit this advance starts or finishes; records
+	// only ever replace their times, so they may share it.
+	now := new(time.Time)
+	*now = e.o.Now()
 	for progress := true; progress; {
 		progress = false
 		for i := range r.rec.Steps {
@@ -493,30 +496,20 @@ func (e *Engine) advanceLocked(r *run) []func() {
 					actions = append(actions, e.cancelUnitLocked(r, sr.Name)...)
 				}
 				sr.State, sr.Reason, sr.WaitingOn = Failed, "dependency failed: "+dep, nil
-				t := now
-				sr.Finished = &t
+				sr.Finished = now
 				progress = true
 				continue
 			}
 			if sr.State != Waiting || r.units[r.idx[sr.Name]].sent {
 				continue
 			}
-			var waiting []string
-			for _, d := range sr.After {
-				if !finished(r.rec.Steps[r.idx[d]].State) {
-					waiting = append(waiting, d)
-				}
-			}
-			if len(waiting) > 0 {
-				sr.WaitingOn = waiting
+			if r.waitingLocked(sr) {
 				continue
 			}
-			sr.WaitingOn = nil
-			t := now
-			sr.Started = &t
+			sr.Started = now
 			progress = true
 			if sr.Target {
-				sr.State, sr.Finished = Done, &t
+				sr.State, sr.Finished = Done, now
 				continue
 			}
 			actions = append(actions, e.startStepLocked(r, sr)...)
@@ -529,8 +522,7 @@ func (e *Engine) advanceLocked(r *run) []func() {
 	}
 	// Every unit has finished: the run has.
 	goal := r.rec.Steps[r.idx[r.rec.Target]]
-	t := now
-	r.rec.Finished = &t
+	r.rec.Finished = now
 	if goal.State == Done {
 		r.rec.State = RunDone
 	} else {
@@ -547,6 +539,31 @@ func (e *Engine) advanceLocked(r *run) []func() {
 		actions = append(actions, func() { e.o.Objects.Remove(context.Background(), ref) })
 	}
 	return actions
+}
+
+// waitingLocked sets what a waiting unit waits on, the units ordered
+// before it that have not finished, and reports whether there are any. An
+// unchanged list is kept as it is.
+func (r *run) waitingLocked(sr *StepRecord) bool {
+	n, same := 0, true
+	for _, d := range sr.After {
+		if !finished(r.rec.Steps[r.idx[d]].State) {
+			same = same && n < len(sr.WaitingOn) && sr.WaitingOn[n] == d
+			n++
+		}
+	}
+	switch {
+	case n == 0:
+		sr.WaitingOn = nil
+	case !same || n != len(sr.WaitingOn):
+		sr.WaitingOn = make([]string, 0, n)
+		for _, d := range sr.After {
+			if !finished(r.rec.Steps[r.idx[d]].State) {
+				sr.WaitingOn = append(sr.WaitingOn, d)
+			}
+		}
+	}
+	return n > 0
 }
 
 func (r *run) failedRequirement(sr *StepRecord) string {
