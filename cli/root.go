@@ -72,6 +72,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		agentCmd(e), logsCmd(e), execCmd(e), imageCmd(e), nodeCmd(e),
 		whyCmd(e), graphCmd(e), journalCmd(e), controllersCmd(e),
 		devCmd(e), rolloutCmd(e),
+		backupCmd(e), restoreCmd(e),
 	)
 	if err := root.ExecuteContext(ctx); err != nil {
 		var ee exitError

@@ -43,7 +43,7 @@ const RequestTimeout = time.Minute
 // streaming reports whether a request streams for longer than a request.
 func streaming(endpoint string, r *http.Request) bool {
 	switch endpoint {
-	case "watch", "work", "images":
+	case "watch", "work", "images", "backup":
 		return true
 	}
 	return strings.HasSuffix(r.URL.Path, "/logs") || strings.HasSuffix(r.URL.Path, "/exec")
@@ -117,6 +117,7 @@ func New(st *store.Store, tokens *Tokens, orch *Orchestrator) *Server {
 	s.route("POST /v1/nodes/{node}/certificate", "nodes", s.nodeCertificate)
 	s.route("GET /v1/controllers", "controllers", s.listControllers)
 	s.route("POST /v1/controllers/verify", "controllers", s.verifyController)
+	s.route("GET /v1/backup", "backup", s.backup)
 	return s
 }
 
