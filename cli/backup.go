@@ -78,19 +78,10 @@ makes a data directory of it.`,
 		Short: "print a backup's manifest, after checking its snapshot against it",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := checkBackup(args[0])
-			if err != nil {
-				return err
+			if output != "" && output != "json" {
+				return fmt.Errorf("-o %q: use json, or nothing for text", output)
 			}
-			switch output {
-			case "json":
-				return writeJSONOut(e.stdout, m)
-			case "":
-				printManifest(e.stdout, m)
-				fmt.Fprintln(e.stdout, "checksum    ok")
-				return nil
-			}
-			return fmt.Errorf("-o %q: use json, or nothing for text", output)
+			return inspectBackup(e.stdout, args[0], output == "json")
 		},
 	}
 	inspect.Flags().StringVarP(&output, "output", "o", "", "json for the manifest as JSON")
@@ -98,11 +89,12 @@ makes a data directory of it.`,
 	return cmd
 }
 
-// checkBackup reads a backup file's manifest and checks its snapshot.
-func checkBackup(file string) (backup.Manifest, error) {
+// inspectBackup checks a backup file's snapshot against its manifest and
+// prints the manifest, as text or JSON.
+func inspectBackup(w io.Writer, file string, asJSON bool) error {
 	f, err := os.Open(file)
 	if err != nil {
-		return backup.Manifest{}, err
+		return err
 	}
 	defer f.Close()
 	m, db, err := backup.Read(f)
@@ -110,9 +102,14 @@ func checkBackup(file string) (backup.Manifest, error) {
 		_, err = io.Copy(io.Discard, db)
 	}
 	if err != nil {
-		return backup.Manifest{}, fmt.Errorf("%s: %w", file, err)
+		return fmt.Errorf("%s: %w", file, err)
 	}
-	return m, nil
+	if asJSON {
+		return writeJSONOut(w, m)
+	}
+	printManifest(w, m)
+	fmt.Fprintln(w, "checksum    ok")
+	return nil
 }
 
 // printManifest prints what a backup holds, one fact a line.
@@ -187,13 +184,7 @@ keep working; revoke those you no longer trust with skiff token revoke.
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if dryRun {
-				m, err := checkBackup(args[0])
-				if err != nil {
-					return err
-				}
-				printManifest(e.stdout, m)
-				fmt.Fprintln(e.stdout, "checksum    ok")
-				return nil
+				return inspectBackup(e.stdout, args[0], false)
 			}
 			return restore(cmd.Context(), e.stdout, args[0], dir)
 		},
