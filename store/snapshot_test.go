@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
 	"testing"
+
+	"go.etcd.io/etcd/server/v3/embed"
 
 	"skiff.dev/skiff/api"
 	"skiff.dev/skiff/api/identity"
@@ -118,5 +121,37 @@ func TestSnapshotRestore(t *testing.T) {
 	res = write(t, st2, gone, "operator:alice", "apply", api.Object{Spec: map[string]any{"v": 2.0}})
 	if res.Op != store.Created || res.Object.Meta.Revision != 3 {
 		t.Errorf("re-create after restore: op %s rev %d, want created rev 3", res.Op, res.Object.Meta.Revision)
+	}
+}
+
+// An external etcd is reached over gRPC, where the snapshot stream ends
+// in io.EOF (in-process it ends in "context canceled"): both are whole.
+func TestSnapshotOverGRPC(t *testing.T) {
+	cfg := embed.NewConfig()
+	cfg.Dir = t.TempDir()
+	lo, _ := url.Parse("http://127.0.0.1:0")
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*lo}, []url.URL{*lo}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = nil, []url.URL{*lo}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	cfg.LogLevel = "error"
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	<-e.Server.ReadyNotify()
+	kv, err := store.Dial([]string{"http://" + e.Clients[0].Addr().String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kv.Close()
+	st := store.New(kv, store.Options{})
+	write(t, st, podRef("default", "web"), "operator:alice", "apply", api.Object{Spec: map[string]any{"v": 1.0}})
+	info, err := st.SaveSnapshot(context.Background(), filepath.Join(t.TempDir(), "etcd.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Objects["Pod"] != 1 || info.Revisions != 1 {
+		t.Errorf("snapshot over gRPC: %+v", info)
 	}
 }
