@@ -51,6 +51,8 @@ type Orchestrator struct {
 
 	mu       sync.RWMutex
 	compiled *workflow.Compiled // guarded by mu
+
+	name, apiURL string // this server, for the election; "" leads alone (SetIdentity)
 }
 
 // NewOrchestrator builds an orchestrator with the named built-in
