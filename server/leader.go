@@ -138,7 +138,9 @@ var errNotLeader = errors.New("this server does not lead the cluster (any more)"
 func (o *Orchestrator) term() *term { return o.cur.Load() }
 
 // leading reports whether t is the current term.
-func (o *Orchestrator) leading(t *term) bool { return t != nil && o.cur.Load() == t && t.ctx.Err() == nil }
+func (o *Orchestrator) leading(t *term) bool {
+	return t != nil && o.cur.Load() == t && t.ctx.Err() == nil
+}
 
 // setTerm starts or (nil) ends a term, and tells the follows to list
 // again: the engine is fed only under one term from a list on.
