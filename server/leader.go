@@ -210,7 +210,7 @@ func (o *Orchestrator) lead(ctx context.Context, lone *term) {
 func (o *Orchestrator) begin(t *term) {
 	o.Queue.Clear()
 	t.epoch = o.Engine.Reset()
-	t.marks = &markWriter{kv: o.kv, guard: t.guard, wake: make(chan struct{}, 1), batch: &markBatch{done: make(chan struct{})}}
+	t.marks = &markWriter{kv: o.kv, guard: t.guard, wake: make(chan struct{}, 1), batch: &leaseBatch{done: make(chan struct{})}}
 }
 
 // serve runs the leader work of a term until the term ends; when it
@@ -354,14 +354,8 @@ type markWriter struct {
 
 	mu    sync.Mutex
 	ops   []clientv3.Op // guarded by mu
-	batch *markBatch    // the batch ops join; guarded by mu
+	batch *leaseBatch   // the batch ops join (a group commit, as leases'); guarded by mu
 	wake  chan struct{}
-}
-
-// markBatch is one group commit; done is closed once it is written.
-type markBatch struct {
-	done chan struct{}
-	err  error
 }
 
 // put stores op with the next batch and returns once it is written.
@@ -390,14 +384,14 @@ func (m *markWriter) run(ctx context.Context) {
 			m.mu.Lock()
 			m.batch.err = errNotLeader
 			close(m.batch.done)
-			m.batch = &markBatch{done: make(chan struct{})}
+			m.batch = &leaseBatch{done: make(chan struct{})}
 			m.mu.Unlock()
 			return
 		case <-m.wake:
 		}
 		m.mu.Lock()
 		ops, b := m.ops, m.batch
-		m.ops, m.batch = nil, &markBatch{done: make(chan struct{})}
+		m.ops, m.batch = nil, &leaseBatch{done: make(chan struct{})}
 		m.mu.Unlock()
 		for chunk := range slices.Chunk(ops, recordOps) {
 			resp, err := m.kv.Txn(ctx).If(m.guard...).Then(chunk...).Commit()
