@@ -27,7 +27,7 @@ type testServer struct {
 }
 
 func (s *testServer) set(h http.HandlerFunc) { s.mu.Lock(); s.h = h; s.mu.Unlock() }
-func (s *testServer) count() int           { s.mu.Lock(); defer s.mu.Unlock(); return s.hits }
+func (s *testServer) count() int             { s.mu.Lock(); defer s.mu.Unlock(); return s.hits }
 
 func newTestServer(t *testing.T, h http.HandlerFunc) *testServer {
 	ts := &testServer{h: h}
