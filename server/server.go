@@ -64,6 +64,8 @@ type Server struct {
 	mux     *http.ServeMux
 	metrics *metrics
 
+	quorum  *quorum // answers 503 while the etcd member has no leader
+
 	nodesMu sync.RWMutex
 	nodes   map[string]http.Handler // node name → its agent's API, for agents in this process
 	ca      *CA                     // signs node certificates; set by SetTLS
@@ -96,6 +98,7 @@ func (s *Server) AttachNode(name string, h http.Handler) {
 func New(st *store.Store, tokens *Tokens, orch *Orchestrator) *Server {
 	s := &Server{store: st, tokens: tokens, orch: orch, mux: http.NewServeMux(), metrics: newMetrics()}
 	orch.life.release = s.releasePod
+	s.quorum = newQuorum(orch.kv)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		io.WriteString(w, "ok\n")
@@ -140,8 +143,15 @@ func (s *Server) route(pattern, name string, h handler) {
 			ctx, cancel := context.WithTimeout(r.Context(), RequestTimeout)
 			defer cancel()
 			r = r.WithContext(ctx)
+		} else {
+			ctx, cancel := s.quorum.watch(r.Context())
+			defer cancel()
+			r = r.WithContext(ctx)
 		}
 		err := func() error {
+			if err := s.quorum.check(r.Context()); err != nil {
+				return err
+			}
 			tok, err := s.authenticate(r)
 			if err != nil {
 				return err
