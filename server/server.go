@@ -64,7 +64,7 @@ type Server struct {
 	mux     *http.ServeMux
 	metrics *metrics
 
-	quorum  *quorum // answers 503 while the etcd member has no leader
+	quorum *quorum // answers 503 while the etcd member has no leader
 
 	nodesMu sync.RWMutex
 	nodes   map[string]http.Handler // node name → its agent's API, for agents in this process
