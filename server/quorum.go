@@ -29,9 +29,6 @@ import (
 // moves between endpoints itself, and etcd's own "no leader" and timeout
 // errors are answered with 503 as well (httpStatus).
 
-// errUnavailable is the kind of errors answered with 503.
-var errUnavailable = errors.New("unavailable")
-
 // quorumCheckEvery bounds how often the member's status is asked for.
 const quorumCheckEvery = 100 * time.Millisecond
 

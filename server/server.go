@@ -70,6 +70,7 @@ type Server struct {
 	nodes   map[string]http.Handler // node name → its agent's API, for agents in this process
 	ca      *CA                     // signs node certificates; set by SetTLS
 	nodeTLS *tls.Config             // how the server calls agents' APIs; set by SetTLS
+	members *Membership             // answers /v1/servers; set by SetMembership
 }
 
 // SetTLS gives the server the cluster CA (to sign nodes' serving
@@ -120,6 +121,9 @@ func New(st *store.Store, tokens *Tokens, orch *Orchestrator) *Server {
 	s.route("POST /v1/nodes/{node}/certificate", "nodes", s.nodeCertificate)
 	s.route("GET /v1/controllers", "controllers", s.listControllers)
 	s.route("POST /v1/controllers/verify", "controllers", s.verifyController)
+	s.route("GET /v1/servers", "servers", s.listServers) // members.go
+	s.route("POST /v1/servers", "servers", s.addServer)
+	s.route("DELETE /v1/servers/{name}", "servers", s.removeServer)
 	return s
 }
 
@@ -341,6 +345,9 @@ func (s *Server) objects(w http.ResponseWriter, r *http.Request, tok Token) erro
 	case sub == "" && r.Method == http.MethodDelete:
 		return s.delete(w, r, tok, p.ref())
 	case sub == "runs" && r.Method == http.MethodGet:
+		if passed, err := s.toLeader(w, r, true); passed { // it has the runs in progress
+			return err
+		}
 		runs, err := s.orch.Runs(r.Context(), p.ref())
 		if err != nil {
 			return err

@@ -172,6 +172,17 @@ func (q *Queue) Take(ctx context.Context, dest string, max int) []*WorkItem {
 	}
 }
 
+// Clear drops every item waiting: a server that stops leading withdraws
+// its work (takers reporting on it are told it is stale).
+func (q *Queue) Clear() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	clear(q.pending)
+	for _, g := range q.groups {
+		clear(g.dests)
+	}
+}
+
 // Pending counts items waiting for a destination.
 func (q *Queue) Pending(dest string) int {
 	q.mu.Lock()
