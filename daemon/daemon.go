@@ -202,6 +202,10 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	if member != nil || len(o.EtcdEndpoints) > 0 {
+		// One of several servers: the controllers run on the elected one.
+		orch.SetIdentity(o.Name, apiURL)
+	}
 	orchCtx, stopOrch := context.WithCancel(ctx)
 	orchDone := make(chan struct{})
 	go func() { orch.Run(orchCtx); close(orchDone) }()
@@ -215,6 +219,7 @@ func Run(ctx context.Context, o Options) error {
 	} else {
 		members = server.NewMembership(kv, prefix, self, nil, ca)
 	}
+	members.SetControllerLeader(func(ctx context.Context) (string, string, error) { return server.Leader(ctx, kv, prefix) })
 	api.SetMembership(members)
 	advCtx, stopAdv := context.WithCancel(ctx)
 	advDone := make(chan struct{})
