@@ -3,7 +3,6 @@ package lab
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -278,27 +277,23 @@ func (l *Lab) StartServer(ctx context.Context, name string) error {
 	return l.runServer(ctx, s, u.Host)
 }
 
-// ServerStatus is one server as `skiff servers -o json` shows it.
-type ServerStatus struct {
-	Name       string `json:"name"`
-	APIURL     string `json:"apiURL"`
-	Health     string `json:"health"`
-	Error      string `json:"error"`
-	EtcdLeader bool   `json:"etcdLeader"`
-	RaftIndex  uint64 `json:"raftIndex"`
-	RaftLag    uint64 `json:"raftLag"`
+// ServersStatus asks the lab's servers (whichever serves first, as the
+// lab's client config lists them) for the control plane's state: GET
+// /v1/servers, what `skiff servers` shows.
+func (l *Lab) ServersStatus(ctx context.Context) (client.Servers, error) {
+	cfg, err := client.LoadConfig(l.ConfigPath)
+	if err != nil {
+		return client.Servers{}, err
+	}
+	c, err := client.New(cfg)
+	if err != nil {
+		return client.Servers{}, err
+	}
+	return c.Servers(ctx)
 }
 
-// ServersStatus is what `skiff servers -o json` shows: the server that
-// answered, the controllers' leader and every server.
-type ServersStatus struct {
-	Self             string         `json:"self"`
-	ControllerLeader string         `json:"controllerLeader"`
-	Servers          []ServerStatus `json:"servers"`
-}
-
-// EtcdLeader is the name of the etcd raft leader, or "".
-func (st ServersStatus) EtcdLeader() string {
+// EtcdLeader is the name of the etcd raft leader in st, or "".
+func EtcdLeader(st client.Servers) string {
 	for _, s := range st.Servers {
 		if s.EtcdLeader {
 			return s.Name
@@ -307,42 +302,16 @@ func (st ServersStatus) EtcdLeader() string {
 	return ""
 }
 
-// Server returns the named server's status, or a zero one.
-func (st ServersStatus) Server(name string) ServerStatus {
-	for _, s := range st.Servers {
-		if s.Name == name {
-			return s
-		}
-	}
-	return ServerStatus{}
-}
-
-// ServersStatus runs `skiff servers -o json` with the lab's config (which
-// lists every server: whichever serves answers).
-func (l *Lab) ServersStatus(ctx context.Context) (ServersStatus, error) {
-	cmd := l.Command("servers", "-o", "json")
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := runCtx(ctx, cmd); err != nil {
-		return ServersStatus{}, fmt.Errorf("skiff servers: %v: %s", err, strings.TrimSpace(errb.String()))
-	}
-	var st ServersStatus
-	if err := json.Unmarshal(out.Bytes(), &st); err != nil {
-		return ServersStatus{}, fmt.Errorf("skiff servers -o json: %v: %q", err, out.String())
-	}
-	return st, nil
-}
-
 // Leaders waits until the cluster has a controllers' leader and an etcd
 // raft leader, and returns their names.
 func (l *Lab) Leaders(ctx context.Context) (controllers, etcd string, err error) {
 	for {
 		st, err := l.ServersStatus(ctx)
-		if err == nil && st.ControllerLeader != "" && st.EtcdLeader() != "" {
-			return st.ControllerLeader, st.EtcdLeader(), nil
+		if err == nil && st.ControllerLeader != "" && EtcdLeader(st) != "" {
+			return st.ControllerLeader, EtcdLeader(st), nil
 		}
 		if err == nil {
-			err = fmt.Errorf("no leader yet: controllers %q, etcd %q", st.ControllerLeader, st.EtcdLeader())
+			err = fmt.Errorf("no leader yet: controllers %q, etcd %q", st.ControllerLeader, EtcdLeader(st))
 		}
 		select {
 		case <-ctx.Done():
