@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 )
@@ -81,4 +82,40 @@ func FetchCA(ctx context.Context, server, hash string) ([]byte, error) {
 	}
 	conn.Close()
 	return found, nil
+}
+
+// FetchCAFrom is FetchCA from the first of servers that presents the
+// pinned CA: a cluster's servers share one CA, and some of them may be
+// down while a node joins.
+func FetchCAFrom(ctx context.Context, servers []string, hash string) ([]byte, error) {
+	if len(servers) == 0 {
+		return nil, errors.New("join: no server")
+	}
+	var errs []error
+	for _, srv := range servers {
+		ca, err := FetchCA(ctx, srv, hash)
+		if err == nil {
+			return ca, nil
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		errs = append(errs, err)
+	}
+	return nil, errors.Join(errs...)
+}
+
+// SplitServers turns --server values (repeated, or comma-separated) into
+// a list of server URLs, in order, without blanks or repeats.
+func SplitServers(values []string) []string {
+	var out []string
+	for _, v := range values {
+		for _, s := range strings.Split(v, ",") {
+			s = strings.TrimRight(strings.TrimSpace(s), "/")
+			if s != "" && !slices.Contains(out, s) {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
 }

@@ -19,7 +19,7 @@ func devCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{Use: "dev", Short: "tools for working on skiff itself"}
 	var cfg lab.Config
 	cluster := &cobra.Command{
-		Use:   "cluster [--nodes N] [--dir DIR] [--pod-prefix PREFIX] [--registry=false]",
+		Use:   "cluster [--nodes N] [--servers 1|3|5] [--dir DIR] [--pod-prefix PREFIX] [--registry=false]",
 		Short: "run a multi-node cluster on this machine, one network namespace per node, until Ctrl-C",
 		Long: `Run a real multi-node cluster on this machine, in the foreground: a bridge
 with an IPv6 underlay, one network namespace per node with its own skiff
@@ -27,7 +27,13 @@ agent, an IPv4-only "outside" namespace standing in for the internet, a
 skiff server on the bridge and (with docker-registry installed) an image
 registry the nodes pull from. It prints how to reach it; Ctrl-C stops it
 and removes everything it made. Needs root. Your ~/.config/skiff/config
-is left alone: the lab's client config is printed as SKIFF_CONFIG.`,
+is left alone: the lab's client config is printed as SKIFF_CONFIG.
+
+With --servers 3 (or 5) the control plane is highly available: each
+server runs in a network namespace of its own on the bridge, their
+embedded etcd members form one cluster, and the client config and every
+agent list all servers. Kill one (pkill -9 -f DIR/servers/s1) or cut it
+off (ip link set PREFIXs1 down) and watch skiff servers.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if os.Geteuid() != 0 {
@@ -82,6 +88,7 @@ is left alone: the lab's client config is printed as SKIFF_CONFIG.`,
 		},
 	}
 	cluster.Flags().IntVar(&cfg.Nodes, "nodes", 3, "number of nodes")
+	cluster.Flags().IntVar(&cfg.Servers, "servers", 1, "number of servers: 1, or 3 or 5 for an HA control plane (one network namespace each)")
 	cluster.Flags().StringVar(&cfg.Dir, "dir", "", "directory for the lab's data and logs (default: a new temporary one, removed at exit; a given one keeps its logs)")
 	cluster.Flags().StringVar(&cfg.PodPrefix, "pod-prefix", "", "IPv6 prefix for pod addresses, passed to the server")
 	cluster.Flags().BoolVar(&cfg.Registry, "registry", true, "run an image registry on the bridge for the nodes (needs docker-registry)")
@@ -93,7 +100,14 @@ is left alone: the lab's client config is printed as SKIFF_CONFIG.`,
 func printLab(e *env, l *lab.Lab, exe, image string) {
 	w := e.stdout
 	fmt.Fprintf(w, "\nskiff lab %s is up (data and logs in %s)\n\n", l.Prefix, l.Dir)
-	fmt.Fprintf(w, "server    %s, on bridge %s (%s)\n", l.URL, l.Bridge, l.Underlay)
+	if srvs := l.Servers(); len(srvs) == 1 {
+		fmt.Fprintf(w, "server    %s, on bridge %s (%s)\n", l.URL, l.Bridge, l.Underlay)
+	} else {
+		fmt.Fprintf(w, "bridge    %s (%s)\n", l.Bridge, l.Underlay)
+		for _, s := range srvs {
+			fmt.Fprintf(w, "server %s %s, etcd peers at %s, namespace %s\n", s.Name, s.URL, s.PeerURL, s.Namespace.Name)
+		}
+	}
 	if l.Registry != "" {
 		fmt.Fprintf(w, "registry  %s, plain HTTP: pods use images named %s/REPO:TAG\n", l.Registry, l.Registry)
 	}
@@ -107,6 +121,9 @@ func printLab(e *env, l *lab.Lab, exe, image string) {
 	fmt.Fprintf(w, "\nIn another terminal:\n\n")
 	fmt.Fprintf(w, "  export SKIFF_CONFIG=%s\n", l.ConfigPath)
 	fmt.Fprintf(w, "  %s get nodes\n", exe)
+	if len(l.Servers()) > 1 {
+		fmt.Fprintf(w, "  %s servers                 # members, leaders, health, raft lag\n", exe)
+	}
 	if ns := l.Nodes(); len(ns) > 0 {
 		fmt.Fprintf(w, "  ip netns exec %s bash      # a shell on node %s\n", ns[0].Namespace.Name, ns[0].Name)
 	}

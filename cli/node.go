@@ -6,23 +6,26 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"skiff.dev/skiff/agent"
 	"skiff.dev/skiff/daemon"
 )
 
 func agentCmd(e *env) *cobra.Command {
 	var o daemon.AgentOptions
-	var labels []string
+	var labels, servers []string
 	cmd := &cobra.Command{
 		Use:   "agent --server URL --token TOKEN --ca-hash sha256:... [--data DIR] [--name NAME] [--simulate N]",
 		Short: "run a node agent: join a cluster and run the pods placed on this machine",
-		Long: `Run the node agent in the foreground. The first start joins: it reaches the
-server, checks the server's CA against --ca-hash, and keeps the CA, server
+		Long: `Run the node agent in the foreground. The first start joins: it reaches a
+server, checks the server's CA against --ca-hash, and keeps the CA, servers
 and token in DIR/config; the node's name (the token's), labels, address and
 insecure registries in DIR/agent.json. Later starts need no flags but
 --data (flags given replace what was kept; the name cannot change), and
 need no server either: the agent brings back every pod it ran and keeps
 them running until the server is back. skiff token create --node NAME
-prints the command to run.
+prints the command to run. With several servers (an HA control plane),
+give them all (--server URL1,URL2,URL3): the agent talks to whichever
+serves, moving on when one is down or cut off from the majority.
 
 With --simulate N it runs N simulated ("hollow") nodes instead, named
 PREFIX-00001 … (PREFIX is the token's, from skiff token create --simulator
@@ -43,11 +46,12 @@ schedule does it in one process). It needs --server, --token and
 				}
 				o.Labels[k] = v
 			}
+			o.Servers = agent.SplitServers(servers)
 			o.Log = daemonLog(e)
 			return daemon.RunAgent(cmd.Context(), o)
 		},
 	}
-	cmd.Flags().StringVar(&o.Server, "server", "", "API server URL, https://HOST:PORT (first start only)")
+	cmd.Flags().StringArrayVar(&servers, "server", nil, "API server URL, https://HOST:PORT; every server of the cluster, comma-separated or repeated (first start; given later, replaces the kept list)")
 	cmd.Flags().StringVar(&o.Token, "token", "", "node token (first start only)")
 	cmd.Flags().StringVar(&o.CAHash, "ca-hash", "", "sha256:HEX of the cluster CA (first start only)")
 	cmd.Flags().StringVar(&o.DataDir, "data", "/var/lib/skiff-agent", "agent data directory")

@@ -71,7 +71,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		tokenCmd(e), upCmd(e), serverCmd(e), benchCmd(e), versionCmd(e),
 		agentCmd(e), logsCmd(e), execCmd(e), imageCmd(e), nodeCmd(e),
 		whyCmd(e), graphCmd(e), journalCmd(e), controllersCmd(e),
-		devCmd(e), rolloutCmd(e),
+		devCmd(e), rolloutCmd(e), serversCmd(e),
 		backupCmd(e), restoreCmd(e),
 	)
 	if err := root.ExecuteContext(ctx); err != nil {

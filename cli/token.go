@@ -72,10 +72,10 @@ those names, as a node token is for a name a simulator covers.`,
 				return err
 			}
 			if simulator != "" {
-				fmt.Fprintf(e.stdout, "skiff agent --simulate 100 --server %s --token %s --ca-hash %s\n", cfg.Servers[0], tok, hash)
+				fmt.Fprintf(e.stdout, "skiff agent --simulate 100 --server %s --token %s --ca-hash %s\n", strings.Join(cfg.Servers, ","), tok, hash)
 				return nil
 			}
-			fmt.Fprintf(e.stdout, "skiff agent --server %s --token %s --ca-hash %s --name %s\n", cfg.Servers[0], tok, hash, node)
+			fmt.Fprintf(e.stdout, "skiff agent --server %s --token %s --ca-hash %s --name %s\n", strings.Join(cfg.Servers, ","), tok, hash, node)
 			return nil
 		},
 	}

@@ -74,9 +74,27 @@ func serverCmd(e *env) *cobra.Command {
 	var o daemon.Options
 	var endpoints string
 	cmd := &cobra.Command{
-		Use:   "server --data DIR [--listen ADDR] [--etcd-endpoints URLS]",
-		Short: "run the API server (embedded etcd, or an external etcd cluster)",
-		Args:  cobra.NoArgs,
+		Use:   "server --data DIR [--listen ADDR] [--name NAME --initial-cluster A=URL,B=URL,C=URL | --join FILE | --etcd-endpoints URLS]",
+		Short: "run the API server (embedded etcd, alone or one of a cluster, or an external etcd cluster)",
+		Long: `Run an API server. Alone, it embeds a single etcd member that opens no socket.
+
+Three or five servers form a highly available control plane: their embedded
+etcd members form one etcd cluster, peer traffic TLS from the cluster CA.
+Make the CA and a bundle per server once (skiff server pki), copy each
+server's bundle to it, and start every server with the same --initial-cluster:
+
+  skiff server pki --initial-cluster a=https://10.0.0.1:2380,b=https://10.0.0.2:2380,c=https://10.0.0.3:2380 --out bundles
+  skiff server --data /var/lib/skiff --name a --listen 10.0.0.1:7443 \
+      --initial-cluster a=https://10.0.0.1:2380,b=https://10.0.0.2:2380,c=https://10.0.0.3:2380 --peer-bundle bundles/a.bundle
+
+A server joins a running cluster with a join bundle from skiff server add:
+
+  skiff server add d --peer-url https://10.0.0.4:2380 --out d.join
+  skiff server --data /var/lib/skiff --name d --listen 10.0.0.4:7443 --join d.join
+
+Restarts need neither --initial-cluster nor --join: the server keeps its
+bundle in DIR/pki and etcd its membership in DIR/etcd. See docs/ha.md.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if endpoints != "" {
 				o.EtcdEndpoints = strings.Split(endpoints, ",")
@@ -87,7 +105,14 @@ func serverCmd(e *env) *cobra.Command {
 	cmd.Flags().StringVar(&o.DataDir, "data", defaultDataDir(), "data directory")
 	cmd.Flags().StringVar(&o.Listen, "listen", daemon.DefaultListen, "API address (HOST:PORT)")
 	cmd.Flags().StringVar(&endpoints, "etcd-endpoints", "", "comma-separated external etcd client URLs instead of the embedded member")
+	cmd.Flags().StringVar(&o.Name, "name", "", `this server's name, its etcd member's in a cluster (default: the one in its bundle; "skiff" alone; the host name with --etcd-endpoints)`)
+	cmd.Flags().StringVar(&o.InitialCluster, "initial-cluster", "", "form a new etcd cluster of these servers' embedded members: NAME=https://HOST:PORT,... (the same on every server; IPv6 hosts in brackets)")
+	cmd.Flags().StringVar(&o.PeerBundle, "peer-bundle", "", "this server's bundle from skiff server pki, for --initial-cluster (default DIR/peer.bundle)")
+	cmd.Flags().StringVar(&o.Join, "join", "", "join a running cluster with this join bundle from skiff server add")
+	cmd.Flags().StringVar(&o.PeerListen, "peer-listen", "", "etcd peer address, HOST:PORT (default: the host and port of this server's peer URL)")
+	cmd.Flags().StringVar(&o.APIURL, "api-url", "", "the URL other servers and clients reach this API at (default: from --listen; with 0.0.0.0 or [::] in a cluster, the peer URL's host)")
 	clusterFlags(cmd, &o)
+	cmd.AddCommand(serverPKICmd(e), serverAddCmd(e), serverRemoveCmd(e))
 	return cmd
 }
 

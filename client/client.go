@@ -15,9 +15,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"skiff.dev/skiff/api"
@@ -27,6 +29,7 @@ import (
 type Client struct {
 	cfg  Config
 	http *http.Client
+	srv  *servers
 }
 
 // New returns a client for cfg.
@@ -35,15 +38,22 @@ func New(cfg Config) (*Client, error) {
 	if !pool.AppendCertsFromPEM([]byte(cfg.CA)) {
 		return nil, errors.New("config: ca holds no PEM certificate")
 	}
+	if len(cfg.Servers) == 0 {
+		return nil, errors.New("config: no servers")
+	}
+	// Short connect and handshake timeouts, and pings on silent HTTP/2
+	// connections, let a request move on from a dead server quickly (see
+	// failover.go).
 	tr := &http.Transport{
 		TLSClientConfig:     &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
-		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:         (&net.Dialer{Timeout: DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConnsPerHost: 64,
 		IdleConnTimeout:     90 * time.Second,
-		TLSHandshakeTimeout: 10 * time.Second,
+		TLSHandshakeTimeout: HandshakeTimeout,
 		ForceAttemptHTTP2:   true,
+		HTTP2:               &http.HTTP2Config{SendPingTimeout: PingInterval, PingTimeout: PingTimeout},
 	}
-	return &Client{cfg: cfg, http: &http.Client{Transport: tr}}, nil
+	return &Client{cfg: cfg, http: &http.Client{Transport: tr}, srv: &servers{urls: cfg.Servers}}, nil
 }
 
 // Error is a failed API request.
@@ -61,7 +71,8 @@ func IsCode(err error, code string) bool {
 	return errors.As(err, &e) && e.Code == code
 }
 
-// do sends a request to the first server that answers.
+// do sends a request to the first server that serves it (see failover.go)
+// and decodes its answer into out.
 func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
 	resp, err := c.send(ctx, method, path, body)
 	if err != nil {
@@ -108,37 +119,106 @@ type cancelOnClose struct {
 
 func (c cancelOnClose) Close() error { err := c.ReadCloser.Close(); c.cancel(); return err }
 
+// sendWith sends a request to the servers in turn (see the failover notes
+// in failover.go) and returns the first answer that is not "unavailable".
+// An answer of 400 or more is returned as an *Error.
 func (c *Client) sendWith(ctx context.Context, cancel context.CancelFunc, method, path string, payload []byte, hasBody bool) (*http.Response, error) {
-	var lastErr error
-	for _, srv := range c.cfg.Servers {
-		req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(srv, "/")+path, bytes.NewReader(payload))
-		if err != nil {
-			return nil, err
-		}
-		req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
-		if hasBody {
-			req.Header.Set("Content-Type", "application/json")
-		}
-		resp, err := c.http.Do(req)
-		if err != nil {
-			lastErr = err
-			if ctx.Err() != nil {
-				cancel()
-				return nil, ctx.Err()
-			}
-			continue // try the next server
-		}
-		if resp.StatusCode >= 400 {
-			defer resp.Body.Close()
-			b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-			cancel()
-			return nil, apiError(resp, b, fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b))))
-		}
-		resp.Body = cancelOnClose{resp.Body, cancel}
-		return resp, nil
+	resp, _, err := c.attempt(ctx, method, path, payload, hasBody)
+	if err != nil {
+		cancel()
+		return nil, err
 	}
-	cancel()
-	return nil, fmt.Errorf("no skiff server answered (%s): %w", strings.Join(c.cfg.Servers, ", "), lastErr)
+	resp.Body = cancelOnClose{resp.Body, cancel}
+	return resp, nil
+}
+
+// UnavailableWait bounds how long a request keeps going round the servers
+// while at least one of them answers 503 (an election under way) and none
+// serves.
+const UnavailableWait = 15 * time.Second
+
+// attempt does the work of sendWith and also says which server answered
+// (its index in the config).
+func (c *Client) attempt(ctx context.Context, method, path string, payload []byte, hasBody bool) (*http.Response, int, error) {
+	replay := replayable(method, path)
+	uncertain := false // an attempt may have been carried out
+	var errs []error
+	var waitUntil time.Time
+	for round := 0; ; round++ {
+		errs = errs[:0]
+		busy := false // a server answered 503: the cluster is there, electing
+		for _, i := range c.srv.order() {
+			srv := c.srv.urls[i]
+			req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(srv, "/")+path, bytes.NewReader(payload))
+			if err != nil {
+				return nil, i, err
+			}
+			var wrote atomic.Bool
+			req = req.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+				WroteHeaders: func() { wrote.Store(true) },
+			}))
+			req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
+			if hasBody {
+				req.Header.Set("Content-Type", "application/json")
+			}
+			resp, err := c.http.Do(req)
+			if err != nil {
+				sent := wrote.Load()
+				if ctx.Err() != nil {
+					if (sent || uncertain) && !replay {
+						return nil, i, &outcomeUnknown{fmt.Errorf("%s %s: %w", method, path, ctx.Err())}
+					}
+					return nil, i, ctx.Err()
+				}
+				c.srv.failed(i)
+				errs = append(errs, attemptError(srv, err))
+				if sent && !replay {
+					return nil, i, &outcomeUnknown{fmt.Errorf("%s %s: %s: %w", method, path, srv, err)}
+				}
+				uncertain = uncertain || sent
+				continue // try the next server
+			}
+			if unavailable(resp.StatusCode) {
+				b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+				resp.Body.Close()
+				c.srv.failed(i)
+				busy = busy || resp.StatusCode == http.StatusServiceUnavailable
+				errs = append(errs, attemptError(srv, apiError(resp, b, fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b))))))
+				continue
+			}
+			c.srv.answered(i)
+			if resp.StatusCode >= 400 {
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+				err := error(apiError(resp, b, fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b)))))
+				if uncertain {
+					// An earlier attempt may have been carried out: a
+					// conflict or a missing object may be its doing.
+					err = &outcomeUnknown{err}
+				}
+				return nil, i, err
+			}
+			return resp, i, nil
+		}
+		// No server served. While one says it is electing, wait for it.
+		if !busy {
+			break
+		}
+		if waitUntil.IsZero() {
+			waitUntil = time.Now().Add(UnavailableWait)
+		}
+		if time.Now().After(waitUntil) || !sleepCtx(ctx, min(100*time.Millisecond<<min(round, 4), time.Second)) {
+			break
+		}
+	}
+	err := noServer(c.srv.urls, errs)
+	if uncertain && !replay {
+		err = &outcomeUnknown{err}
+	}
+	if ctx.Err() != nil {
+		err = fmt.Errorf("%w: %w", ctx.Err(), err)
+	}
+	return nil, -1, err
 }
 
 // apiError is the Error of a failed request whose body is b: the API's
@@ -183,7 +263,18 @@ type WriteResult struct {
 }
 
 // Apply creates an object or replaces its labels and spec. expect, when
-// non-zero, is the revision the change is based on.
+// non-zero, is the revision the change is based on: the write then
+// applies only if the object is still at that revision, and the object's
+// next revision is expect+1.
+//
+// With expect, a write whose first attempt may have been carried out
+// (its server died before answering) is sent again to another server
+// (see failover.go). If that attempt is refused with a conflict, Apply
+// reads revision expect+1: when it holds the labels and spec sent, the
+// first attempt took effect and Apply returns it as its result.
+// Otherwise the error matches ErrOutcomeUnknown and the conflict code.
+// Without expect, such a write is not sent again: its error matches
+// ErrOutcomeUnknown.
 func (c *Client) Apply(ctx context.Context, obj api.Object, expect int64) (WriteResult, error) {
 	p := "/v1/apply"
 	if expect != 0 {
@@ -191,7 +282,31 @@ func (c *Client) Apply(ctx context.Context, obj api.Object, expect int64) (Write
 	}
 	var res WriteResult
 	err := c.do(ctx, "POST", p, obj, &res)
+	if expect != 0 && errors.Is(err, ErrOutcomeUnknown) && IsCode(err, "conflict") {
+		if o, aerr := c.At(ctx, obj.Ref(), expect+1); aerr == nil && sameIntent(o, obj) {
+			return WriteResult{Op: "configured", Object: o}, nil
+		}
+	}
 	return res, err
+}
+
+// sameIntent reports whether two objects have the same labels and spec,
+// as JSON (numbers decoded from JSON and written in Go compare alike).
+// An absent map and an empty one are alike.
+func sameIntent(a, b api.Object) bool {
+	intent := func(o api.Object) ([]byte, error) {
+		v := []any{nil, nil}
+		if len(o.Labels) > 0 {
+			v[0] = o.Labels
+		}
+		if len(o.Spec) > 0 {
+			v[1] = o.Spec
+		}
+		return json.Marshal(v)
+	}
+	ja, err1 := intent(a)
+	jb, err2 := intent(b)
+	return err1 == nil && err2 == nil && bytes.Equal(ja, jb)
 }
 
 // Get returns one object.
@@ -313,20 +428,53 @@ type Event struct {
 }
 
 // Watch calls fn for each change to objects of kind (in ns, or all if "")
-// after store revision `after`, until ctx ends, fn returns an error, or the
-// stream fails.
+// after store revision `after`, until ctx ends, fn returns an error, or
+// the stream fails for good. A stream that breaks, or that its server
+// ends (it lost its etcd leader, or is shutting down), resumes from the
+// last revision delivered on the next server that serves (see
+// failover.go); Watch returns when no server does, or when the server
+// reports an error in the stream (such as a revision compacted away:
+// list again and watch from the list's revision).
 func (c *Client) Watch(ctx context.Context, kind, ns string, after int64, fn func(Event) error) error {
 	k, err := api.LookupKind(kind)
 	if err != nil {
 		return err
 	}
-	q := url.Values{"after": {strconv.FormatInt(after, 10)}}
+	for broken := 0; ; broken++ {
+		delivered, err := c.watchOnce(ctx, k.Plural, ns, &after, fn)
+		var sb *streamBroken
+		if !errors.As(err, &sb) {
+			return err
+		}
+		if delivered {
+			broken = 0
+		}
+		// A server that ends streams at once, over and over, is not
+		// hammered: back off up to a second between tries.
+		if !sleepCtx(ctx, min(50*time.Millisecond<<min(broken, 5), time.Second)) {
+			return ctx.Err()
+		}
+	}
+}
+
+// streamBroken is a watch stream that ended without an error from the
+// server: Watch resumes it.
+type streamBroken struct{ err error }
+
+func (e *streamBroken) Error() string { return e.err.Error() }
+func (e *streamBroken) Unwrap() error { return e.err }
+
+// watchOnce runs one watch stream from *after, moving *after on with each
+// event fn took. It says whether it delivered any event, and returns a
+// *streamBroken when the stream broke or ended.
+func (c *Client) watchOnce(ctx context.Context, plural, ns string, after *int64, fn func(Event) error) (delivered bool, err error) {
+	q := url.Values{"after": {strconv.FormatInt(*after, 10)}}
 	if ns != "" {
 		q.Set("namespace", ns)
 	}
-	resp, err := c.send(ctx, "GET", "/v1/watch/"+k.Plural+"?"+q.Encode(), nil)
+	resp, srv, err := c.attempt(ctx, "GET", "/v1/watch/"+plural+"?"+q.Encode(), nil, false)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
@@ -337,22 +485,27 @@ func (c *Client) Watch(ctx context.Context, kind, ns string, after int64, fn fun
 			Error string `json:"error"`
 		}
 		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-			return fmt.Errorf("watch: bad event: %v", err)
+			return delivered, fmt.Errorf("watch: bad event: %v", err)
 		}
 		if ev.Error != "" {
-			return fmt.Errorf("watch: %s", ev.Error)
+			return delivered, fmt.Errorf("watch: %s", ev.Error)
 		}
 		if err := fn(ev.Event); err != nil {
-			return err
+			return delivered, err
+		}
+		delivered = true
+		if ev.Revision > *after {
+			*after = ev.Revision
 		}
 	}
 	if ctx.Err() != nil {
-		return ctx.Err()
+		return delivered, ctx.Err()
 	}
+	c.srv.failed(srv)
 	if err := sc.Err(); err != nil {
-		return fmt.Errorf("watch: %w", err)
+		return delivered, &streamBroken{fmt.Errorf("watch: %s: %w", c.srv.urls[srv], err)}
 	}
-	return errors.New("watch: stream ended")
+	return delivered, &streamBroken{fmt.Errorf("watch: %s: stream ended", c.srv.urls[srv])}
 }
 
 // Whoami returns the identity and role of the client's token.

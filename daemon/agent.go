@@ -28,13 +28,17 @@ type AgentOptions struct {
 	// Name is the node's name; default the host name.
 	Name string
 	// Client reaches the API as node:NAME. When nil, the agent joins:
-	// Server, Token and CAHash (from `skiff token create --node`) are used
-	// once, and what they give is kept in DataDir/config.
-	Client        *client.Client
-	Server, Token string
-	CAHash        string
-	Labels        map[string]string
-	Address       string
+	// Servers, Token and CAHash (from `skiff token create --node`) are
+	// used once, and what they give is kept in DataDir/config. Servers
+	// lists every server of the cluster (the agent fails over between
+	// them, see package client); given on a later start, it replaces the
+	// list kept (the CA and token stay).
+	Client  *client.Client
+	Servers []string
+	Token   string
+	CAHash  string
+	Labels  map[string]string
+	Address string
 	// EgressRange is the IPv4 range of pods' egress addresses; default
 	// agent.DefaultEgressRange.
 	EgressRange        string
@@ -46,7 +50,7 @@ type AgentOptions struct {
 	// exec, image imports) to the servers; "" serves none.
 	Listen string
 	// Simulate, when above 0, runs that many simulated nodes instead of
-	// a real one (package agent/sim): Server, Token (a simulator token)
+	// a real one (package agent/sim): Servers, Token (a simulator token)
 	// and CAHash are needed at every start, nothing is kept, and neither
 	// root nor DataDir is. NamePrefix, if given, must be the token's.
 	Simulate   int
@@ -187,17 +191,17 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 
 // runSimulator runs o.Simulate simulated nodes until ctx ends.
 func runSimulator(ctx context.Context, o AgentOptions) error {
-	if o.Server == "" || o.Token == "" || o.CAHash == "" {
+	if len(o.Servers) == 0 || o.Token == "" || o.CAHash == "" {
 		return errors.New("agent --simulate: give --server, --token and --ca-hash (skiff token create --simulator PREFIX prints the command)")
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	ca, err := agent.FetchCA(ctx, o.Server, o.CAHash)
+	ca, err := agent.FetchCAFrom(ctx, o.Servers, o.CAHash)
 	if err != nil {
 		return err
 	}
-	cfg := client.Config{Servers: []string{o.Server}, Token: o.Token, CA: string(ca)}
+	cfg := client.Config{Servers: o.Servers, Token: o.Token, CA: string(ca)}
 	c, err := client.New(cfg)
 	if err != nil {
 		return err
@@ -206,7 +210,7 @@ func runSimulator(ctx context.Context, o AgentOptions) error {
 	id, _, err := c.Whoami(wctx)
 	cancel()
 	if err != nil {
-		return fmt.Errorf("join %s: %w", o.Server, err)
+		return fmt.Errorf("join %s: %w", strings.Join(o.Servers, ","), err)
 	}
 	prefix := sim.Prefix(id)
 	switch {
@@ -234,19 +238,29 @@ func agentConfig(ctx context.Context, o *AgentOptions) (client.Config, error) {
 		if err != nil {
 			return client.Config{}, fmt.Errorf("agent: %w", err)
 		}
-		if o.Token != "" && o.Token != cfg.Token || o.Server != "" && !slices.Contains(cfg.Servers, o.Server) {
-			o.Log.Warn("joined before: --server, --token and --ca-hash are ignored; remove the config to join anew", "config", path)
+		if o.Token != "" && o.Token != cfg.Token {
+			o.Log.Warn("joined before: --token and --ca-hash are ignored; remove the config to join anew", "config", path)
+		}
+		if len(o.Servers) > 0 && !slices.Equal(o.Servers, cfg.Servers) {
+			// The servers given replace those kept: they are checked
+			// against the kept CA like any other.
+			cfg.Servers = o.Servers
+			if err := cfg.Save(path); err != nil {
+				return client.Config{}, err
+			}
+			o.Log.Info("servers replaced", "servers", strings.Join(cfg.Servers, ","), "config", path)
 		}
 		return cfg, nil // joined before: no server needed to start
 	}
-	if o.Server == "" || o.Token == "" || o.CAHash == "" {
+	if len(o.Servers) == 0 || o.Token == "" || o.CAHash == "" {
 		return client.Config{}, errors.New("agent: not joined yet: give --server, --token and --ca-hash (skiff token create --node NAME prints the command)")
 	}
-	ca, err := agent.FetchCA(ctx, o.Server, o.CAHash)
+	ca, err := agent.FetchCAFrom(ctx, o.Servers, o.CAHash)
 	if err != nil {
 		return client.Config{}, err
 	}
-	cfg := client.Config{Servers: []string{o.Server}, Token: o.Token, CA: string(ca)}
+	cfg := client.Config{Servers: o.Servers, Token: o.Token, CA: string(ca)}
+	joined := strings.Join(o.Servers, ",")
 	c, err := client.New(cfg)
 	if err != nil {
 		return client.Config{}, err
@@ -255,14 +269,14 @@ func agentConfig(ctx context.Context, o *AgentOptions) (client.Config, error) {
 	id, _, err := c.Whoami(wctx)
 	cancel()
 	if err != nil {
-		return client.Config{}, fmt.Errorf("join %s: %w", o.Server, err)
+		return client.Config{}, fmt.Errorf("join %s: %w", joined, err)
 	}
 	name, ok := strings.CutPrefix(id, "node:")
 	if !ok {
-		return client.Config{}, fmt.Errorf("join %s: the token is for %s, not a node (skiff token create --node NAME makes one)", o.Server, id)
+		return client.Config{}, fmt.Errorf("join %s: the token is for %s, not a node (skiff token create --node NAME makes one)", joined, id)
 	}
 	if o.Name != "" && o.Name != name {
-		return client.Config{}, fmt.Errorf("join %s: the token is for node %s, not --name %s", o.Server, name, o.Name)
+		return client.Config{}, fmt.Errorf("join %s: the token is for node %s, not --name %s", joined, name, o.Name)
 	}
 	o.Name = name
 	// The name first: a config without it would make the next start

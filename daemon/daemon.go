@@ -13,8 +13,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -40,6 +43,29 @@ type Options struct {
 	// EtcdEndpoints, when set, uses an external etcd cluster instead of
 	// the embedded member.
 	EtcdEndpoints []string
+	// Name is this server's name, shown by skiff servers; with a cluster
+	// of embedded members, its etcd member's name. Default: the name in
+	// its peer bundle, else "skiff" for a lone server (its member's name
+	// ever since), else (external etcd) the host name.
+	Name string
+	// InitialCluster, when set, makes the embedded member one of a new
+	// etcd cluster: "a=https://10.0.0.1:2380,b=...,c=...", the same on
+	// every server, with this server's bundle in PeerBundle (pki.go).
+	InitialCluster string
+	// PeerBundle is this server's bundle from skiff server pki; default
+	// DATA/peer.bundle.
+	PeerBundle string
+	// Join, when set, is a join bundle (from skiff server add): the
+	// embedded member joins the running cluster it names.
+	Join string
+	// PeerListen is the etcd peer address (HOST:PORT) of a member of a
+	// cluster; default the host and port of its peer URL.
+	PeerListen string
+	// APIURL is the URL the other servers (and clients) reach this
+	// server's API at, registered under /skiff/servers/NAME. Default: from
+	// the listen address; a listen host of 0.0.0.0 or :: gives the host of
+	// the peer URL in a cluster, else loopback.
+	APIURL string
 	// UserConfig, when set, is a client config path to write too (skiff up
 	// writes ~/.config/skiff/config). It is written if absent, or replaced
 	// if it belongs to this same cluster; another cluster's is left alone.
@@ -95,27 +121,47 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer lock.Close()
 
+	member, err := clusterSetup(o)
+	if err != nil {
+		return err
+	}
 	var kv *clientv3.Client
-	if len(o.EtcdEndpoints) > 0 {
+	var local *store.Embedded // nil with an external etcd
+	switch {
+	case len(o.EtcdEndpoints) > 0:
 		if kv, err = store.Dial(o.EtcdEndpoints); err != nil {
 			return err
 		}
 		defer kv.Close()
-	} else {
-		e, err := store.StartEmbedded(ctx, store.EmbeddedOptions{Dir: filepath.Join(o.DataDir, "etcd")})
-		if err != nil {
+		if o.Name == "" {
+			o.Name = NodeName()
+		}
+	default:
+		eo := store.EmbeddedOptions{Dir: filepath.Join(o.DataDir, "etcd"), Name: o.Name, Log: o.Log}
+		if member != nil {
+			eo.Name, eo.Cluster = member.name, &member.opts
+		}
+		if local, err = store.StartEmbedded(ctx, eo); err != nil {
 			return err
 		}
-		defer e.Close()
-		kv = e.Client
+		defer local.Close()
+		kv = local.Client
+		o.Name = local.Status().Name
 	}
 
+	var ca *server.CA
+	if member != nil {
+		if ca, err = server.AdoptCA(ctx, kv, prefix, []byte(member.bundle.CACert), []byte(member.bundle.CAKey)); err != nil {
+			return err
+		}
+	}
 	if _, err := server.EnsureNetwork(ctx, kv, prefix, o.PodPrefix); err != nil {
 		return err
 	}
-	ca, err := server.EnsureCA(ctx, kv, prefix)
-	if err != nil {
-		return err
+	if ca == nil {
+		if ca, err = server.EnsureCA(ctx, kv, prefix); err != nil {
+			return err
+		}
 	}
 	pki := filepath.Join(o.DataDir, "pki")
 	if err := os.MkdirAll(pki, 0o700); err != nil {
@@ -124,11 +170,6 @@ func Run(ctx context.Context, o Options) error {
 	if err := os.WriteFile(filepath.Join(pki, "ca.crt"), ca.CertPEM, 0o644); err != nil {
 		return err
 	}
-	cert, err := ca.ServerCert(pki, server.Hosts(o.Listen))
-	if err != nil {
-		return fmt.Errorf("server certificate: %w", err)
-	}
-
 	tokens := server.NewTokens(kv, prefix)
 	adminToken, err := bootstrapAdmin(ctx, kv, tokens, o.DataDir)
 	if err != nil {
@@ -139,6 +180,20 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w (is another skiff running? pick another address with --listen)", o.Listen, err)
 	}
+	apiURL, err := o.apiURL(ln.Addr().(*net.TCPAddr), member)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	hosts := server.Hosts(o.Listen)
+	if u, err := url.Parse(apiURL); err == nil && !slices.Contains(hosts, u.Hostname()) {
+		hosts = append(hosts, u.Hostname())
+	}
+	cert, err := ca.ServerCert(pki, hosts)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("server certificate: %w", err)
+	}
 	st := store.New(kv, store.Options{Prefix: prefix})
 	orch, err := server.NewOrchestrator(st, kv, prefix, o.Log, o.Builtins)
 	if err == nil {
@@ -147,12 +202,29 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	if member != nil || len(o.EtcdEndpoints) > 0 {
+		// One of several servers: the controllers run on the elected one.
+		orch.SetIdentity(o.Name, apiURL)
+	}
 	orchCtx, stopOrch := context.WithCancel(ctx)
 	orchDone := make(chan struct{})
 	go func() { orch.Run(orchCtx); close(orchDone) }()
 	defer func() { stopOrch(); <-orchDone }()
 	api := server.New(st, tokens, orch)
 	api.SetTLS(ca, cert)
+	self := server.ServerRecord{Name: o.Name, APIURL: apiURL}
+	var members *server.Membership
+	if local != nil {
+		members = server.NewMembership(kv, prefix, self, local, ca)
+	} else {
+		members = server.NewMembership(kv, prefix, self, nil, ca)
+	}
+	members.SetControllerLeader(func(ctx context.Context) (string, string, error) { return server.Leader(ctx, kv, prefix) })
+	api.SetMembership(members)
+	advCtx, stopAdv := context.WithCancel(ctx)
+	advDone := make(chan struct{})
+	go func() { members.Advertise(advCtx, o.Log); close(advDone) }()
+	defer func() { stopAdv(); <-advDone }()
 	srv := &http.Server{
 		Handler:           api,
 		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
@@ -164,7 +236,7 @@ func Run(ctx context.Context, o Options) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.ServeTLS(ln, "", "") }()
 
-	info := Info{URL: "https://" + advertise(ln.Addr().(*net.TCPAddr)), ConfigPath: filepath.Join(o.DataDir, "config")}
+	info := Info{URL: apiURL, ConfigPath: filepath.Join(o.DataDir, "config")}
 	cfg := client.Config{Servers: []string{info.URL}, Token: adminToken, CA: string(ca.CertPEM)}
 	if adminToken != "" {
 		if err := cfg.Save(info.ConfigPath); err != nil {
@@ -204,9 +276,20 @@ func Run(ctx context.Context, o Options) error {
 		o.Ready(info)
 	}
 
+	var memberGone <-chan struct{}
+	if local != nil {
+		memberGone = local.Done()
+	}
 	select {
 	case err := <-serveErr:
 		return fmt.Errorf("api server: %w", err)
+	case <-memberGone:
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		srv.Shutdown(sctx)
+		cancel()
+		return fmt.Errorf("this server's etcd member %s stopped: it was removed from the cluster (skiff server remove), or failed (see %s). "+
+			"A removed member cannot come back with its data: move %s away and join anew (skiff server add)",
+			o.Name, filepath.Join(o.DataDir, "etcd", "etcd.log"), o.DataDir)
 	case err := <-agentDone:
 		agentRunning = false
 		if err != nil {
@@ -227,6 +310,27 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 	return nil
+}
+
+// apiURL is the URL this server's API is reached at: o.APIURL, else the
+// listen address made dialable. A listen host of 0.0.0.0 or :: says
+// nothing of how others reach this server; in a cluster the host of its
+// peer URL does.
+func (o Options) apiURL(ln *net.TCPAddr, member *clusterMember) (string, error) {
+	if o.APIURL != "" {
+		u, err := url.Parse(o.APIURL)
+		if err != nil || u.Scheme != "https" || u.Host == "" {
+			return "", fmt.Errorf("--api-url %q: want https://HOST:PORT", o.APIURL)
+		}
+		return strings.TrimSuffix(o.APIURL, "/"), nil
+	}
+	if member != nil && ln.IP.IsUnspecified() {
+		peers, _ := store.ParseInitialCluster(member.bundle.InitialCluster)
+		if h := store.PeerHost(member.bundle.Self(peers)); h != "" {
+			return "https://" + net.JoinHostPort(h, strconv.Itoa(ln.Port)), nil
+		}
+	}
+	return "https://" + advertise(ln), nil
 }
 
 // advertise turns a listen address into one clients can dial.

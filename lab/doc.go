@@ -1,7 +1,8 @@
 // Package lab builds a real multi-node skiff cluster on one machine out of
-// network namespaces: one `skiff server` and one `skiff agent` per node,
-// each node a network namespace acting as a host. The end-to-end tests use
-// it, and so do people, through `skiff dev cluster --nodes 3`.
+// network namespaces: one `skiff server` (or three or five) and one `skiff
+// agent` per node, each node a network namespace acting as a host. The
+// end-to-end tests use it, and so do people, through `skiff dev cluster
+// --nodes 3 [--servers 3]`.
 //
 // It is for trying skiff's multi-node behaviour (scheduling, node
 // networking, nodes joining and leaving) on a laptop or in CI. It is not a
@@ -12,7 +13,8 @@
 // # What a lab makes
 //
 // Every lab picks a short prefix, "sk" and 4 hex digits (say sk1a2b), and
-// names everything it makes with it:
+// names everything it makes with it (one server; see "Several servers"
+// for three):
 //
 //	root namespace                     node namespace sk1a2b-n1 (one per node)
 //	──────────────                     ─────────────────────────────────────
@@ -36,6 +38,38 @@
 // underlay, as they would reach a real control plane. The lab's client
 // config is written to Dir/config (never to ~/.config/skiff/config): use it
 // with SKIFF_CONFIG=Dir/config, or (*Lab).Skiff and (*Lab).Command.
+//
+// # Several servers
+//
+// With Config.Servers of 3 (or 5), the control plane is highly available,
+// as in production: each server runs in a namespace of its own, like a node,
+// and the root namespace keeps only the bridge, the registry and the
+// lab's clients:
+//
+//	server namespace sk1a2b-s1 (s1, s2, ...; veth sk1a2bs1 on the bridge)
+//	  eth0 fdXX:XXXX:XXXX:1::2/64      (server i: ::(1+i), below the nodes)
+//	  skiff server --name s1 --listen [::2]:7443 --peer-listen [::2]:2380
+//	    --initial-cluster s1=https://[::2]:2380,s2=...,s3=...
+//	    --peer-bundle Dir/pki/s1.bundle
+//
+// Start runs `skiff server pki` for the cluster (the CA and one peer bundle
+// per member, in Dir/pki), starts every server at once (a member waits for
+// a quorum of its peers) and waits until each says it is up. Servers keep
+// their data in Dir/servers/NAME. The lab's client config lists every
+// server's URL (Lab.URLs), and so does every agent's join command: clients
+// and agents fail over between them (see package client). A one-server lab
+// (Servers 0 or 1) is the layout above, exactly: its server, named
+// "server", runs in the root namespace on the bridge address.
+//
+// Faults for servers: KillServer (SIGKILL, as a crash), StopServer
+// (SIGTERM), StartServer (again, on its data directory and address; a
+// member catches up on its own), Partition (its link down: cut off from
+// everyone, clients included), and PartitionPeers (blackhole routes between
+// it and the other servers, both ways: its member loses the majority while
+// clients and nodes still reach its API, which then answers 503). Heal
+// undoes either. ServersStatus is what `skiff servers` shows; Leaders
+// waits for the controllers' leader and the etcd raft leader and names
+// them.
 //
 // # Lifecycle
 //
@@ -76,9 +110,9 @@
 // A lab records itself in /run/skiff-lab/PREFIX/: owner (the owner's pid
 // and start time) and lab.json (what it made, written before making it).
 // Close and CleanupStale undo it in this order: stop the agents (SIGTERM,
-// then SIGKILL after 5 s), the registry and the server; kill every
-// process left in the lab's network namespaces (shims, pod namespace
-// holders); `runc delete --force` every container under each agent's
+// then SIGKILL after 5 s), the registry and the servers; kill every
+// process left in the lab's network namespaces (servers' and nodes':
+// shims, pod namespace holders); `runc delete --force` every container under each agent's
 // runc root (DATA/runtime/runc), which removes its cgroup too; kill
 // whatever is left in the pods' namespaces (pinned under the agents'
 // data directories); lazily unmount everything under Dir (overlay roots,

@@ -24,6 +24,12 @@ type Config struct {
 	// Nodes is how many nodes Start makes (n1..nN); AddNode adds more.
 	// Default none.
 	Nodes int
+	// Servers is how many skiff servers the lab runs. 0 or 1: one, in the
+	// root namespace on the bridge. 3 or 5 (at most MaxServers): an HA
+	// control plane, each server in a namespace of its own (s1, s2, ...)
+	// with its embedded etcd member, the members forming one cluster
+	// over the bridge; see the package doc.
+	Servers int
 	// Binary is the skiff binary to run: server, agents and CLI.
 	// Required.
 	Binary string
@@ -53,11 +59,13 @@ type Lab struct {
 	// Dir is the lab's directory; logs are in Dir/logs.
 	Dir string
 	// Bridge is the bridge's name; BridgeAddr its address (::1 of
-	// Underlay), where the server and the registry listen.
+	// Underlay), where the registry listens, and the server of a
+	// one-server lab.
 	Bridge     string
 	Underlay   netip.Prefix
 	BridgeAddr netip.Addr
-	// URL is the API server's, https://[BridgeAddr]:PORT.
+	// URL is the first API server's, https://[BridgeAddr]:PORT in a
+	// one-server lab; URLs lists them all.
 	URL string
 	// ConfigPath is the admin client config (Dir/config): use it with
 	// SKIFF_CONFIG or --config.
@@ -69,10 +77,11 @@ type Lab struct {
 	// at OutsideIPv4; every node's default IPv4 gateway.
 	Outside Namespace
 
-	cfg    Config
-	binary string
-	env    []string
-	rec    *record
+	cfg     Config
+	binary  string
+	env     []string
+	rec     *record
+	servers []*Server // set by Start, fixed after
 
 	adding sync.WaitGroup // AddNode calls under way; Close waits for them
 
@@ -80,7 +89,6 @@ type Lab struct {
 	nodes    []*Node    // running nodes, by number
 	removed  []*Node    // their logs stay readable
 	next     int        // number of the last node made
-	server   *proc
 	registry *proc
 	closed   bool
 }
@@ -127,6 +135,9 @@ func Start(ctx context.Context, cfg Config) (*Lab, error) {
 	}
 	if cfg.Nodes < 0 || cfg.Nodes > MaxNodes {
 		return nil, fmt.Errorf("lab: %d nodes: want 0 to %d", cfg.Nodes, MaxNodes)
+	}
+	if cfg.Servers < 0 || cfg.Servers > MaxServers {
+		return nil, fmt.Errorf("lab: %d servers: want 1 to %d (3 or 5 for an HA control plane)", cfg.Servers, MaxServers)
 	}
 	if cfg.Log == nil {
 		cfg.Log = io.Discard
@@ -220,10 +231,17 @@ func (l *Lab) build(ctx context.Context) error {
 		}
 		l.logf("registry %s", l.Registry)
 	}
-	if err := l.startServer(ctx); err != nil {
+	if err := l.startServers(ctx); err != nil {
 		return err
 	}
-	l.logf("server %s, client config %s", l.URL, l.ConfigPath)
+	for _, srv := range l.servers {
+		where := "root namespace"
+		if srv.Namespace.Name != "" {
+			where = "namespace " + srv.Namespace.Name
+		}
+		l.logf("server %s %s, %s", srv.Name, srv.URL, where)
+	}
+	l.logf("client config %s", l.ConfigPath)
 	for range l.cfg.Nodes {
 		if _, err := l.AddNode(ctx); err != nil {
 			return err
@@ -262,7 +280,7 @@ func (l *Lab) makeDir() error {
 		}
 	}
 	l.Dir = dir
-	made := []string{"server", "nodes", "registry", "config"}
+	made := []string{"server", "servers", "pki", "nodes", "registry", "config"}
 	for i, m := range made {
 		made[i] = filepath.Join(dir, m)
 	}
@@ -309,57 +327,6 @@ func (l *Lab) makeHost(ns, veth string, s hostSetup) error {
 }
 
 func (l *Lab) logPath(name string) string { return filepath.Join(l.Dir, "logs", name+".log") }
-
-// startServer runs `skiff server` on the bridge address, waits until it
-// serves, and writes the lab's client config.
-func (l *Lab) startServer(ctx context.Context) error {
-	data := filepath.Join(l.Dir, "server")
-	argv := []string{l.binary, "server", "--data", data, "--listen", net.JoinHostPort(l.BridgeAddr.String(), "0")}
-	if l.cfg.PodPrefix != "" {
-		argv = append(argv, "--pod-prefix", l.cfg.PodPrefix)
-	}
-	if l.cfg.NodeLease > 0 {
-		argv = append(argv, "--node-lease", l.cfg.NodeLease.String())
-	}
-	if l.cfg.FailoverMargin > 0 {
-		argv = append(argv, "--failover-margin", l.cfg.FailoverMargin.String())
-	}
-	p, err := startProc("server", "", l.logPath("server"), argv, l.env)
-	if err != nil {
-		return err
-	}
-	l.mu.Lock()
-	l.server = p
-	l.mu.Unlock()
-	if err := l.rec.addProc(p); err != nil {
-		return err
-	}
-	const ready = "skiff is up at "
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	for {
-		b, _ := os.ReadFile(p.log)
-		if i := bytes.Index(b, []byte(ready)); i >= 0 {
-			if f := strings.Fields(string(b[i+len(ready):])); len(f) > 0 {
-				l.URL = f[0]
-				break
-			}
-		}
-		if p.exited() {
-			return fmt.Errorf("lab: skiff server exited: %v", p.err)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("lab: skiff server did not say it was up: %w", ctx.Err())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	b, err := os.ReadFile(filepath.Join(data, "config"))
-	if err != nil {
-		return fmt.Errorf("lab: server's client config: %w", err)
-	}
-	return os.WriteFile(l.ConfigPath, b, 0o600)
-}
 
 // AddNode makes the next node (n1, n2, ...; numbers are not reused):
 // its namespace and veth, a node token, and its agent, started and
@@ -552,7 +519,7 @@ func (l *Lab) Close() error {
 	l.adding.Wait()
 	l.mu.Lock()
 	nodes := append([]*Node(nil), l.nodes...)
-	server, registry := l.server, l.registry
+	registry := l.registry
 	l.mu.Unlock()
 	if l.rec == nil {
 		return nil
@@ -563,11 +530,19 @@ func (l *Lab) Close() error {
 		go func() { defer wg.Done(); n.agent.stop(5 * time.Second) }()
 	}
 	wg.Wait()
-	for _, p := range []*proc{registry, server} {
-		if p != nil {
-			p.stop(5 * time.Second)
-		}
+	if registry != nil {
+		registry.stop(5 * time.Second)
 	}
+	for _, s := range l.servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if p := s.running(); p != nil {
+				p.stop(5 * time.Second)
+			}
+		}()
+	}
+	wg.Wait()
 	if err := l.rec.teardown(); err != nil {
 		return fmt.Errorf("lab %s: close: %w", l.Prefix, err)
 	}
@@ -637,13 +612,13 @@ func (l *Lab) NetNSPath(node string) string {
 	return ""
 }
 
-// Logs returns the last lines of every process's log (server, registry,
+// Logs returns the last lines of every process's log (servers, registry,
 // each node's agent, removed nodes' too), for test failure messages.
 func (l *Lab) Logs(lines int) string {
 	l.mu.Lock()
 	var paths []string
-	if l.server != nil {
-		paths = append(paths, l.server.log)
+	for _, s := range l.servers {
+		paths = append(paths, s.Log)
 	}
 	if l.registry != nil {
 		paths = append(paths, l.registry.log)

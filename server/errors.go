@@ -62,7 +62,7 @@ func httpStatus(err error) (int, string) {
 		return http.StatusConflict, "exists"
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, errNotFound):
 		return http.StatusNotFound, "not_found"
-	case errors.Is(err, errUnavailable):
+	case etcdUnavailable(err): // errUnavailable too; see quorum.go
 		return http.StatusServiceUnavailable, "unavailable"
 	}
 	return http.StatusInternalServerError, "internal"

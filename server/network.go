@@ -41,11 +41,13 @@ func EnsureNetwork(ctx context.Context, kv *clientv3.Client, prefix, podPrefix s
 		return ClusterNetwork{}, err
 	}
 	if !found {
-		if !want.IsValid() {
-			want = ipam.RandomULA()
+		pick := want
+		if !pick.IsValid() {
+			pick = ipam.RandomULA()
 		}
-		b, _ := json.Marshal(ClusterNetwork{PodPrefix: want.String()})
-		// Only the first server to get here decides.
+		b, _ := json.Marshal(ClusterNetwork{PodPrefix: pick.String()})
+		// Only the first server to get here decides; the others (of a
+		// cluster starting together) take its choice unless told one.
 		key := prefix + networkKey
 		if _, err := kv.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
 			Then(clientv3.OpPut(key, string(b))).Commit(); err != nil {

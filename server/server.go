@@ -64,10 +64,13 @@ type Server struct {
 	mux     *http.ServeMux
 	metrics *metrics
 
+	quorum *quorum // answers 503 while the etcd member has no leader
+
 	nodesMu sync.RWMutex
 	nodes   map[string]http.Handler // node name → its agent's API, for agents in this process
 	ca      *CA                     // signs node certificates; set by SetTLS
 	nodeTLS *tls.Config             // how the server calls agents' APIs; set by SetTLS
+	members *Membership             // answers /v1/servers; set by SetMembership
 }
 
 // SetTLS gives the server the cluster CA (to sign nodes' serving
@@ -96,6 +99,7 @@ func (s *Server) AttachNode(name string, h http.Handler) {
 func New(st *store.Store, tokens *Tokens, orch *Orchestrator) *Server {
 	s := &Server{store: st, tokens: tokens, orch: orch, mux: http.NewServeMux(), metrics: newMetrics()}
 	orch.life.release = s.releasePod
+	s.quorum = newQuorum(orch.kv)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		io.WriteString(w, "ok\n")
@@ -118,6 +122,9 @@ func New(st *store.Store, tokens *Tokens, orch *Orchestrator) *Server {
 	s.route("GET /v1/controllers", "controllers", s.listControllers)
 	s.route("POST /v1/controllers/verify", "controllers", s.verifyController)
 	s.route("GET /v1/backup", "backup", s.backup)
+	s.route("GET /v1/servers", "servers", s.listServers) // members.go
+	s.route("POST /v1/servers", "servers", s.addServer)
+	s.route("DELETE /v1/servers/{name}", "servers", s.removeServer)
 	return s
 }
 
@@ -141,8 +148,18 @@ func (s *Server) route(pattern, name string, h handler) {
 			ctx, cancel := context.WithTimeout(r.Context(), RequestTimeout)
 			defer cancel()
 			r = r.WithContext(ctx)
+		} else {
+			ctx, cancel := s.quorum.watch(r.Context())
+			defer cancel()
+			r = r.WithContext(ctx)
 		}
 		err := func() error {
+			// Servers report on themselves without a quorum too.
+			if name != "servers" {
+				if err := s.quorum.check(r.Context()); err != nil {
+					return err
+				}
+			}
 			tok, err := s.authenticate(r)
 			if err != nil {
 				return err

@@ -3,11 +3,13 @@ package store
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
@@ -20,8 +22,10 @@ const MaxRequestBytes = 8 << 20
 
 // Embedded is an etcd member running inside this process.
 type Embedded struct {
-	etcd   *embed.Etcd
-	Client *clientv3.Client
+	etcd      *embed.Etcd
+	Client    *clientv3.Client
+	name      string
+	clustered bool
 }
 
 // EmbeddedOptions configure StartEmbedded.
@@ -30,12 +34,24 @@ type EmbeddedOptions struct {
 	Dir string
 	// Name of the member; default "skiff".
 	Name string
+	// Cluster, when set, makes the member one of an etcd cluster of
+	// embedded members (see cluster.go); nil runs a lone member with no
+	// socket at all.
+	Cluster *ClusterOptions
+	// Log, when set, is told while a clustered member waits for its peers.
+	Log *slog.Logger
 }
 
 // StartEmbedded starts a single-member etcd cluster in dir (or restarts the
 // one already there) and returns once it serves. It opens no socket at all:
 // its only client is in-process, so nothing on the machine can reach etcd
 // around the API's authentication.
+//
+// With o.Cluster the member is one of an etcd cluster instead: it listens
+// on its peer address (TLS, client certificates required) and returns once
+// the cluster has a quorum and the member has published itself, which for
+// a new cluster means once a majority of its members have started. It
+// still opens no client port.
 func StartEmbedded(ctx context.Context, o EmbeddedOptions) (*Embedded, error) {
 	if o.Name == "" {
 		o.Name = "skiff"
@@ -54,6 +70,11 @@ func StartEmbedded(ctx context.Context, o EmbeddedOptions) (*Embedded, error) {
 	cfg.ListenPeerUrls = nil
 	cfg.AdvertisePeerUrls = []url.URL{*lo}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	if o.Cluster != nil {
+		if err := clusterConfig(cfg, *o.Cluster); err != nil {
+			return nil, fmt.Errorf("etcd: %w", err)
+		}
+	}
 	cfg.LogLevel = "warn"
 	cfg.LogOutputs = []string{filepath.Join(o.Dir, "etcd.log")}
 	// History lives in keys of its own, so etcd's MVCC log only serves
@@ -68,25 +89,97 @@ func StartEmbedded(ctx context.Context, o EmbeddedOptions) (*Embedded, error) {
 	// write whole: 100,000 entries by default, hundreds of MiB when writes
 	// carry objects. A lone member has no follower to catch up, so it
 	// snapshots ten times as often, which costs little: the data is in
-	// the backend already.
+	// the backend already. Members of a cluster do the same: etcd keeps
+	// 5,000 entries past a snapshot for followers to catch up from, and
+	// one further behind is sent the database.
 	cfg.SnapshotCount = 10000
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("etcd: start in %s: %w (see %s)", o.Dir, err, cfg.LogOutputs[0])
 	}
-	select {
-	case <-e.Server.ReadyNotify():
-	case err := <-e.Err():
-		e.Close()
-		return nil, fmt.Errorf("etcd: %w", err)
-	case <-time.After(60 * time.Second):
-		e.Close()
-		return nil, fmt.Errorf("etcd: not ready after 60s (see %s)", cfg.LogOutputs[0])
-	case <-ctx.Done():
-		e.Close()
-		return nil, ctx.Err()
+	// A lone member is ready within seconds or broken. A member of a
+	// cluster waits for a quorum of its peers, which come up when their
+	// operators start them: it waits as long as it is let, saying so.
+	var timeout, remind <-chan time.Time
+	if o.Cluster == nil {
+		timeout = time.After(60 * time.Second)
+	} else {
+		t := time.NewTicker(10 * time.Second)
+		defer t.Stop()
+		remind = t.C
 	}
-	return &Embedded{etcd: e, Client: v3client.New(e.Server)}, nil
+	for ready := false; !ready; {
+		select {
+		case <-e.Server.ReadyNotify():
+			ready = true
+		case err := <-e.Err():
+			e.Close()
+			return nil, fmt.Errorf("etcd: %w (see %s)", err, cfg.LogOutputs[0])
+		case <-e.Server.StopNotify():
+			e.Close()
+			return nil, fmt.Errorf("etcd: member stopped while starting (see %s)", cfg.LogOutputs[0])
+		case <-timeout:
+			e.Close()
+			return nil, fmt.Errorf("etcd: not ready after 60s (see %s)", cfg.LogOutputs[0])
+		case <-remind:
+			if o.Log != nil {
+				o.Log.Info("etcd member waits for a quorum of its peers: start the other servers", "member", cfg.Name, "cluster", cfg.InitialCluster)
+			}
+		case <-ctx.Done():
+			e.Close()
+			return nil, ctx.Err()
+		}
+	}
+	return &Embedded{etcd: e, Client: v3client.New(e.Server), name: cfg.Name, clustered: o.Cluster != nil}, nil
+}
+
+// clusterConfig makes cfg a member of the cluster o describes: peer
+// listener and URLs, membership, and peer TLS.
+func clusterConfig(cfg *embed.Config, o ClusterOptions) error {
+	peers, err := ParseInitialCluster(o.InitialCluster)
+	if err != nil {
+		return err
+	}
+	self := PeerBundle{Name: cfg.Name}.Self(peers)
+	if self == "" {
+		return fmt.Errorf("this member, %s, is not in the initial cluster %s", cfg.Name, o.InitialCluster)
+	}
+	listen, err := o.peerListen(self)
+	if err != nil {
+		return err
+	}
+	lu, _ := url.Parse("https://" + listen)
+	au, _ := url.Parse(self)
+	cfg.ListenPeerUrls = []url.URL{*lu}
+	cfg.AdvertisePeerUrls = []url.URL{*au}
+	cfg.InitialCluster = FormatInitialCluster(peers)
+	cfg.ClusterState = embed.ClusterStateFlagNew
+	if o.Join {
+		cfg.ClusterState = embed.ClusterStateFlagExisting
+	}
+	if cfg.InitialClusterToken, err = clusterToken(o.CAFile); err != nil {
+		return fmt.Errorf("peer TLS: %w", err)
+	}
+	cfg.PeerTLSInfo = transport.TLSInfo{
+		CertFile:       o.CertFile,
+		KeyFile:        o.KeyFile,
+		TrustedCAFile:  o.CAFile,
+		ClientCertAuth: true,
+		// A peer's certificate names the address it is reached at, not
+		// always the one it dials from (a host with several addresses):
+		// the CA and the name below say who may be a peer, not the SANs.
+		SkipClientSANVerify: true,
+		AllowedCNs:          []string{PeerCommonName},
+	}
+	// etcd's defaults, stated: a heartbeat every 100 ms and an election
+	// after 1 s without one, right for a LAN. A killed leader is replaced
+	// about a second and a half later (pre-vote keeps a member that was cut
+	// off from disrupting the others when it comes back).
+	cfg.TickMs = 100
+	cfg.ElectionMs = 1000
+	cfg.PreVote = true
+	cfg.StrictReconfigCheck = true
+	return nil
 }
 
 // Close stops the member after in-flight requests finish.

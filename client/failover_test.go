@@ -1,0 +1,254 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"skiff.dev/skiff/api"
+)
+
+// testServer is one fake API server; its handler can be swapped while
+// it runs, and it counts requests.
+type testServer struct {
+	*httptest.Server
+	mu   sync.Mutex
+	h    http.HandlerFunc
+	hits int
+}
+
+func (s *testServer) set(h http.HandlerFunc) { s.mu.Lock(); s.h = h; s.mu.Unlock() }
+func (s *testServer) count() int             { s.mu.Lock(); defer s.mu.Unlock(); return s.hits }
+
+func newTestServer(t *testing.T, h http.HandlerFunc) *testServer {
+	ts := &testServer{h: h}
+	ts.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ts.mu.Lock()
+		ts.hits++
+		h := ts.h
+		ts.mu.Unlock()
+		h(w, r)
+	}))
+	ts.EnableHTTP2 = true
+	ts.StartTLS()
+	t.Cleanup(ts.Close)
+	return ts
+}
+
+// testClient returns a client of the servers, in that order.
+func testClient(t *testing.T, srvs ...*testServer) *Client {
+	t.Helper()
+	var urls []string
+	for _, s := range srvs {
+		urls = append(urls, s.URL)
+	}
+	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srvs[0].Certificate().Raw})
+	c, err := New(Config{Servers: urls, Token: "t", CA: string(ca)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func answer(v any) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(v)
+	}
+}
+
+func fail(status int, code string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.WriteHeader(status)
+		json.NewEncoder(w).Encode(map[string]string{"error": code + " here", "code": code})
+	}
+}
+
+// drop reads the request and then breaks the connection without an
+// answer, as a server killed mid-request does.
+func drop(w http.ResponseWriter, r *http.Request) {
+	io.Copy(io.Discard, r.Body)
+	panic(http.ErrAbortHandler)
+}
+
+func whoami(t *testing.T, c *Client) string {
+	t.Helper()
+	id, _, err := c.Whoami(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func TestFailoverDeadServer(t *testing.T) {
+	a := newTestServer(t, answer(map[string]string{"identity": "a"}))
+	b := newTestServer(t, answer(map[string]string{"identity": "b"}))
+	c := testClient(t, a, b)
+	if id := whoami(t, c); id != "a" {
+		t.Fatalf("first request answered by %s, want a (the first listed)", id)
+	}
+	a.Close()
+	if id := whoami(t, c); id != "b" {
+		t.Fatalf("with a dead, answered by %s, want b", id)
+	}
+	// The client starts at the server that answered last.
+	before := b.count()
+	if id := whoami(t, c); id != "b" || b.count() != before+1 {
+		t.Fatalf("answered by %s after %d requests to b, want b once more", id, b.count()-before)
+	}
+}
+
+func TestFailoverUnavailable(t *testing.T) {
+	a := newTestServer(t, fail(503, "unavailable"))
+	b := newTestServer(t, answer(map[string]string{"identity": "b"}))
+	c := testClient(t, a, b)
+	if id := whoami(t, c); id != "b" {
+		t.Fatalf("answered by %s, want b (a answers 503)", id)
+	}
+	// A write without expect is moved on too: a 503 was not carried out.
+	b.set(answer(WriteResult{Op: "created"}))
+	res, err := c.Apply(context.Background(), api.Object{Kind: "Pod", Name: "p"}, 0)
+	if err != nil || res.Op != "created" {
+		t.Fatalf("apply: %+v, %v", res, err)
+	}
+	// Other errors are the answer.
+	a.set(fail(409, "conflict"))
+	b.set(fail(409, "conflict"))
+	c.srv.answered(0)
+	if _, err := c.Apply(context.Background(), api.Object{Kind: "Pod", Name: "p"}, 3); !IsCode(err, "conflict") || errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("apply: %v, want a plain conflict", err)
+	}
+	if b.count() != 2 {
+		t.Fatalf("b got %d requests, want 2 (the conflict came from a)", b.count())
+	}
+}
+
+func TestFailoverAllUnavailableWaits(t *testing.T) {
+	a := newTestServer(t, fail(503, "unavailable"))
+	b := newTestServer(t, fail(503, "unavailable"))
+	c := testClient(t, a, b)
+	// The cluster elects a leader after a while.
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		b.set(answer(map[string]string{"identity": "b"}))
+	}()
+	if id := whoami(t, c); id != "b" {
+		t.Fatalf("answered by %s, want b once it serves", id)
+	}
+}
+
+func TestFailoverWriteOutcomeUnknown(t *testing.T) {
+	a := newTestServer(t, drop)
+	b := newTestServer(t, answer(WriteResult{Op: "created"}))
+	c := testClient(t, a, b)
+	_, err := c.Apply(context.Background(), api.Object{Kind: "Pod", Name: "p"}, 0)
+	if !errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("apply without expect through a dropped connection: %v, want ErrOutcomeUnknown", err)
+	}
+	if b.count() != 0 {
+		t.Fatalf("the write was sent again to b (%d requests): it may have been applied by a", b.count())
+	}
+}
+
+func TestFailoverExpectRetried(t *testing.T) {
+	want := api.Object{Kind: "Pod", Namespace: "default", Name: "p", Spec: map[string]any{"n": 7}}
+	a := newTestServer(t, drop)
+	b := newTestServer(t, answer(WriteResult{Op: "configured", Object: api.Object{Kind: "Pod", Name: "p"}}))
+	c := testClient(t, a, b)
+
+	// Not applied by a: b applies it.
+	res, err := c.Apply(context.Background(), want, 4)
+	if err != nil || res.Op != "configured" {
+		t.Fatalf("apply with expect: %+v, %v", res, err)
+	}
+
+	// Applied by a before it died: b refuses with a conflict, and the
+	// client finds its write at revision 5.
+	c.srv.answered(0)
+	var mu sync.Mutex
+	var paths []string
+	b.set(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		paths = append(paths, r.Method+" "+r.URL.Path)
+		mu.Unlock()
+		if r.Method == "POST" {
+			fail(409, "conflict")(w, r)
+			return
+		}
+		o := want
+		o.Meta.Revision = 5
+		answer(o)(w, r)
+	})
+	res, err = c.Apply(context.Background(), want, 4)
+	if err != nil || res.Object.Meta.Revision != 5 {
+		t.Fatalf("apply with expect, applied by the dead server: %+v, %v; want revision 5", res, err)
+	}
+	if got := strings.Join(paths, ", "); got != "POST /v1/apply, GET /v1/objects/pods/default/p/revisions/5" {
+		t.Fatalf("requests to b: %s", got)
+	}
+
+	// Someone else's write at revision 5: the conflict stands, and the
+	// outcome of the first attempt is unknown.
+	c.srv.answered(0)
+	other := want
+	other.Spec = map[string]any{"n": 8}
+	b.set(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == "POST" {
+			fail(409, "conflict")(w, r)
+			return
+		}
+		answer(other)(w, r)
+	})
+	_, err = c.Apply(context.Background(), want, 4)
+	if !IsCode(err, "conflict") || !errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("apply with expect, someone else's revision 5: %v, want a conflict of unknown outcome", err)
+	}
+}
+
+func TestWatchResumes(t *testing.T) {
+	stream := func(revs ...int64) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			for _, rev := range revs {
+				fmt.Fprintf(w, `{"type":"configured","revision":%d,"object":{"kind":"Pod","name":"p"}}`+"\n", rev)
+			}
+			w.(http.Flusher).Flush()
+			// and the server goes away
+		}
+	}
+	a := newTestServer(t, stream(11, 12))
+	var afterB string
+	b := newTestServer(t, func(w http.ResponseWriter, r *http.Request) {
+		afterB = r.URL.Query().Get("after")
+		stream(13)(w, r)
+		<-r.Context().Done()
+	})
+	c := testClient(t, a, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var got []int64
+	err := c.Watch(ctx, "Pod", "", 10, func(ev Event) error {
+		got = append(got, ev.Revision)
+		if len(got) == 3 {
+			return io.EOF
+		}
+		return nil
+	})
+	if err != io.EOF {
+		t.Fatalf("watch: %v", err)
+	}
+	if fmt.Sprint(got) != "[11 12 13]" || afterB != "12" {
+		t.Fatalf("events %v, resumed on b after %s; want [11 12 13] and after 12", got, afterB)
+	}
+}
