@@ -178,6 +178,20 @@ func (c *Client) attempt(ctx context.Context, method, path string, payload []byt
 				uncertain = uncertain || sent
 				continue // try the next server
 			}
+			if resp.StatusCode == http.StatusBadGateway {
+				// A server passed the request on (to the leader) and got
+				// no answer: like a dropped connection after sending.
+				b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+				resp.Body.Close()
+				err := apiError(resp, b, fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b))))
+				if !replay {
+					return nil, i, &outcomeUnknown{err}
+				}
+				c.srv.failed(i)
+				errs = append(errs, attemptError(srv, err))
+				uncertain = true
+				continue
+			}
 			if unavailable(resp.StatusCode) {
 				b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 				resp.Body.Close()

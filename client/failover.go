@@ -28,6 +28,9 @@ import (
 //     cut off from the majority, or the cluster is electing) or 421
 //     Misdirected Request (it cannot serve this request, another can).
 //     Such an answer means the server did not carry the request out.
+//   - answers 502 Bad Gateway: it passed the request on to the leader
+//     (work items, runs) and got no answer. That is treated like a
+//     connection broken after sending: the outcome is unknown.
 //
 // Whether a request is tried again elsewhere also depends on whether it
 // may already have been carried out. A request whose headers were sent

@@ -252,3 +252,20 @@ func TestWatchResumes(t *testing.T) {
 		t.Fatalf("events %v, resumed on b after %s; want [11 12 13] and after 12", got, afterB)
 	}
 }
+
+// A server that passed a write to the leader and got no answer says 502:
+// the write is not sent elsewhere, its outcome is unknown; a read is.
+func TestBadGatewayIsOutcomeUnknown(t *testing.T) {
+	a := newTestServer(t, fail(502, "unavailable"))
+	b := newTestServer(t, answer(map[string]string{"identity": "b"}))
+	c := testClient(t, a, b)
+	if _, err := c.Delete(context.Background(), api.Ref{Kind: "Pod", Name: "p"}, 0); !errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("delete through a 502: %v, want an error matching ErrOutcomeUnknown", err)
+	}
+	if b.count() != 0 {
+		t.Fatalf("the delete was sent to b too (%d requests)", b.count())
+	}
+	if id := whoami(t, c); id != "b" {
+		t.Fatalf("read answered by %s, want b (a answers 502)", id)
+	}
+}

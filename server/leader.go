@@ -325,7 +325,16 @@ func (s *Server) toLeader(w http.ResponseWriter, r *http.Request, orRecords bool
 		Transport:     o.leaderTransport(s.nodeTLS),
 		FlushInterval: -1,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			writeError(w, r, &statusError{kind: errUnavailable, msg: fmt.Sprintf("the leader, server %s, did not answer: %v; try again", v.Name, err)})
+			if r.Method == http.MethodGet || r.Method == http.MethodHead {
+				writeError(w, r, &statusError{kind: errUnavailable, msg: fmt.Sprintf("the leader, server %s, did not answer: %v; try again", v.Name, err)})
+				return
+			}
+			// The request may have reached the leader before it went
+			// quiet: 502, which clients take as "outcome unknown", not
+			// 503 ("not carried out, try another server").
+			writeJSON(w, http.StatusBadGateway, ErrorBody{
+				Error: fmt.Sprintf("the leader, server %s, did not answer: %v; the request may or may not have been carried out", v.Name, err),
+				Code:  "unavailable"})
 		},
 	}
 	proxy.ServeHTTP(w, r)
