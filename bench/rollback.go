@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"text/tabwriter"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -17,6 +19,7 @@ import (
 	"skiff.dev/skiff/client"
 	"skiff.dev/skiff/lab"
 	"skiff.dev/skiff/test/testimage"
+	"skiff.dev/skiff/workflow"
 )
 
 // RollbackOptions configure the rollback bench. Zero values are the
@@ -100,7 +103,7 @@ func Rollback(ctx context.Context, w io.Writer, o RollbackOptions) error {
 		return err
 	}
 
-	pw := &versionWatch{ready: map[string]string{}}
+	pw := &versionWatch{ready: map[string]string{}, since: map[string]time.Time{}}
 	list, err := c.List(ctx, "Pod", "default", "")
 	if err != nil {
 		return err
@@ -122,6 +125,7 @@ func Rollback(ctx context.Context, w io.Writer, o RollbackOptions) error {
 
 	var outs, backs, completes []time.Duration
 	var blobs int
+	var stages stageTimes
 	for run := 0; run < o.Runs; run++ {
 		start := time.Now()
 		if err := setPercent(ctx, c, ref, 100); err != nil {
@@ -145,9 +149,11 @@ func Rollback(ctx context.Context, w io.Writer, o RollbackOptions) error {
 		if err := setPercent(ctx, c, ref, 0); err != nil {
 			return err
 		}
+		var readyAt map[string]time.Time
 		select {
 		case t := <-done:
 			backs = append(backs, t.Sub(start))
+			readyAt = pw.readySince("v1")
 		case <-time.After(5 * time.Minute):
 			return fmt.Errorf("rollback: %d previous pods not ready after 5 minutes", o.Replicas)
 		case <-ctx.Done():
@@ -157,6 +163,9 @@ func Rollback(ctx context.Context, w io.Writer, o RollbackOptions) error {
 			return fmt.Errorf("rolling back: %w", err)
 		}
 		completes = append(completes, time.Since(start))
+		if err := stages.add(ctx, c, start, readyAt); err != nil {
+			return err
+		}
 		if err := waitPods(ctx, c, o.Replicas); err != nil {
 			return err
 		}
@@ -181,6 +190,7 @@ func Rollback(ctx context.Context, w io.Writer, o RollbackOptions) error {
 		{Metric: "blobs pulled from the registry during rollbacks", Value: fmt.Sprint(blobs), Target: "0", Met: met(blobs == 0)},
 	}
 	Print(w, fmt.Sprintf("skiff bench rollback: PinnedDeployment of %d busybox httpd pods, maxSurge %d, on a %d-node lab", o.Replicas, o.MaxSurge, o.Nodes), rows)
+	stages.print(w)
 	return nil
 }
 
@@ -272,7 +282,8 @@ func waitPods(ctx context.Context, c *client.Client, n int) error {
 // versionWatch counts ready pods per version label, from a watch.
 type versionWatch struct {
 	mu     sync.Mutex
-	ready  map[string]string // pod → version, ready pods only
+	ready  map[string]string    // pod → version, ready pods only
+	since  map[string]time.Time // pod → when it was last seen becoming ready
 	want   string
 	n      int
 	notify chan time.Time
@@ -291,9 +302,13 @@ func (v *versionWatch) event(ev client.Event) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if ok {
+		if _, was := v.ready[p.Name]; !was {
+			v.since[p.Name] = now
+		}
 		v.ready[p.Name] = p.Labels["version"]
 	} else {
 		delete(v.ready, p.Name)
+		delete(v.since, p.Name)
 	}
 	if v.notify != nil && v.countLocked(v.want) >= v.n {
 		v.notify <- now
@@ -319,4 +334,108 @@ func (v *versionWatch) expect(version string, n int) <-chan time.Time {
 	v.want, v.n, v.notify = version, n, ch
 	v.mu.Unlock()
 	return ch
+}
+
+// readySince returns the ready pods of a version and when the watch saw
+// each become ready.
+func (v *versionWatch) readySince(version string) map[string]time.Time {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	out := map[string]time.Time{}
+	for name, ver := range v.ready {
+		if ver == version {
+			out[name] = v.since[name]
+		}
+	}
+	return out
+}
+
+// stageNames are the moments of a pod's way from the operator's write to
+// ready, in order: the pod's up run started (the controller created it),
+// then the steps' ends (and, for the node's steps, the moment the node
+// took the work item), and the watch seeing it ready.
+var stageNames = []string{
+	"pod created (run started)",
+	"admitted",
+	"scheduled",
+	"address",
+	"netup taken by the node",
+	"netup done",
+	"start taken by the node",
+	"start done (containers running, status written)",
+	"ready seen on the watch",
+}
+
+// stageTimes collects, over every rollback, each pod's moments (offsets
+// from the operator's write), to show where a rollback's time goes.
+type stageTimes struct {
+	at    [][]time.Duration // per stage, one offset per pod
+	spans [][]time.Duration // per stage after the first, the time since the stage before
+}
+
+// add reads the up runs of the pods that became ready and records their
+// moments relative to start.
+func (s *stageTimes) add(ctx context.Context, c *client.Client, start time.Time, readyAt map[string]time.Time) error {
+	if s.at == nil {
+		s.at = make([][]time.Duration, len(stageNames))
+		s.spans = make([][]time.Duration, len(stageNames))
+	}
+	for name, ready := range readyAt {
+		runs, err := c.Runs(ctx, api.Ref{Kind: "Pod", Namespace: "default", Name: name})
+		if err != nil {
+			return fmt.Errorf("runs of pod %s: %w", name, err)
+		}
+		var marks []time.Time
+		for _, r := range runs {
+			if r.Phase != "up" || r.Generation != 1 {
+				continue
+			}
+			step := map[string]workflow.StepRecord{}
+			for _, st := range r.Steps {
+				step[st.Name] = st
+			}
+			get := func(t *time.Time) time.Time {
+				if t == nil {
+					return time.Time{}
+				}
+				return *t
+			}
+			marks = []time.Time{r.Started,
+				get(step["admit"].Finished), get(step["schedule"].Finished), get(step["address"].Finished),
+				get(step["netup"].Started), get(step["netup"].Finished),
+				get(step["start"].Started), get(step["start"].Finished), ready}
+		}
+		if marks == nil || slices.ContainsFunc(marks, time.Time.IsZero) {
+			continue // not one run from create to started: a retry, say
+		}
+		for i, m := range marks {
+			s.at[i] = append(s.at[i], m.Sub(start))
+			if i > 0 {
+				s.spans[i] = append(s.spans[i], m.Sub(marks[i-1]))
+			}
+		}
+	}
+	return nil
+}
+
+// print writes a table of the moments: when pods reached each (p10, p50,
+// p90 and the last, from the operator's write) and how long the span
+// before it took (p50, p90).
+func (s *stageTimes) print(w io.Writer) {
+	if len(s.at) == 0 || len(s.at[0]) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nwhere the time goes (%d pods over all rollbacks; seconds from the operator's write, and the span since the moment above)\n", len(s.at[0]))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "MOMENT\tp10\tp50\tp90\tlast\tSPAN p50\tSPAN p90\t")
+	for i, name := range stageNames {
+		at := s.at[i]
+		span50, span90 := "-", "-"
+		if i > 0 {
+			span50, span90 = ms(percentile(s.spans[i], 50)), ms(percentile(s.spans[i], 90))
+		}
+		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t\n", name, percentile(at, 10).Seconds(), percentile(at, 50).Seconds(),
+			percentile(at, 90).Seconds(), percentile(at, 100).Seconds(), span50, span90)
+	}
+	tw.Flush()
 }

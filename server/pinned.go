@@ -3,9 +3,11 @@ package server
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"sort"
 	"strings"
@@ -47,19 +49,74 @@ type pinnedController struct {
 	pods      map[string]map[string]*pinnedPod // namespace → name → pod; guarded by mu
 	wake      map[string]chan struct{}         // PinnedDeployment key → closed when its pods change; guarded by mu
 	active    map[string]int                   // PinnedDeployment key → rollout steps running; guarded by mu
-	confirmed map[string]string                // pod key → spec hash its run finished with; guarded by mu
+	confirmed map[string]specDigest            // pod key → spec its run finished with; guarded by mu
 	ends      map[string]runEnd                // pod key → how its last finished run ended; guarded by mu
 	rerunAt   map[string]*time.Timer           // PinnedDeployment key → pending rerun; guarded by mu
 }
 
-// pinnedPod is what the controller keeps of a pod.
+// pinnedPod is what the controller keeps of a pod: of any pod, what
+// tells whether it is a PinnedDeployment's or a stray; of one a
+// PinnedDeployment owns, also what its plans compare, worked out once per
+// change of the pod rather than at every look (a rollout looks at all its
+// pods each time one of them changes). Whole pods are not kept: a cluster
+// has many more pods than PinnedDeployments have.
 type pinnedPod struct {
-	obj api.Object
+	name     string
+	revision int64
+	owner    string // meta.owner
+	deleting bool
+	labels   map[string]string
+
+	// Of pods a PinnedDeployment owns only:
+	generation int64
+	spec       specDigest // the spec without keepImages (specHash)
+	keep       string     // spec.keepImages, as JSON
+	fit        podFit     // what decides an in-place update
+	up         bool       // the node runs every container of the spec
+	crash      string     // why a container is not running (crashReason)
+}
+
+// specDigest identifies a pod spec without the images it keeps.
+type specDigest [sha256.Size]byte
+
+// podFit is what decides whether a pod can be updated in place to a
+// template (fitsInPlace): the template must place it alike and ask for no
+// more. ok is false for a spec that does not decode.
+type podFit struct {
+	ok                    bool
+	placement             string // spec.placement as JSON
+	cpuMilli, memoryBytes int64
+}
+
+// newPinnedPod keeps what the controller needs of a pod.
+func newPinnedPod(pod *api.Object) *pinnedPod {
+	p := &pinnedPod{name: pod.Name, revision: pod.Meta.Revision, owner: pod.Meta.Owner,
+		deleting: pod.Meta.Deleting != nil, labels: pod.Labels}
+	if _, owned := api.PinnedOwnerName(pod.Meta.Owner); !owned {
+		return p
+	}
+	p.generation = pod.Meta.Generation
+	p.spec = specHash(pod)
+	p.keep = keepJSON(pod.Spec["keepImages"])
+	p.fit = fitOf(pod)
+	p.up = containersUp(pod)
+	if !p.up {
+		p.crash = crashReason(pod)
+	}
+	return p
+}
+
+func (p *pinnedPod) ref(ns string) api.Ref { return api.Ref{Kind: "Pod", Namespace: ns, Name: p.name} }
+
+// keepJSON is spec.keepImages as JSON, for comparing.
+func keepJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
 }
 
 func newPinnedController(o *Orchestrator) *pinnedController {
 	return &pinnedController{o: o, pods: map[string]map[string]*pinnedPod{}, wake: map[string]chan struct{}{},
-		active: map[string]int{}, confirmed: map[string]string{}, ends: map[string]runEnd{}, rerunAt: map[string]*time.Timer{}}
+		active: map[string]int{}, confirmed: map[string]specDigest{}, ends: map[string]runEnd{}, rerunAt: map[string]*time.Timer{}}
 }
 
 // runEnd is how a pod's last finished run ended.
@@ -96,7 +153,7 @@ func (c *pinnedController) Record(rec workflow.RunRecord) {
 	}
 	c.ends[key] = end
 	if p := c.pods[rec.Namespace][rec.Name]; p != nil {
-		if name, ok := api.PinnedOwnerName(p.obj.Meta.Owner); ok {
+		if name, ok := api.PinnedOwnerName(p.owner); ok {
 			c.wakeLocked(pdKey(rec.Namespace, name))
 		}
 	}
@@ -105,7 +162,7 @@ func (c *pinnedController) Record(rec workflow.RunRecord) {
 // lastEnd returns how a pod's last run ended; ok is false when none is
 // known. What the engine did not report since this server started (runs
 // that ended before) is read once from the recorded runs.
-func (c *pinnedController) lastEnd(pod *api.Object) (runEnd, bool) {
+func (c *pinnedController) lastEnd(pod api.Ref) (runEnd, bool) {
 	key := pdKey(pod.Namespace, pod.Name)
 	c.mu.Lock()
 	end, ok := c.ends[key]
@@ -115,7 +172,7 @@ func (c *pinnedController) lastEnd(pod *api.Object) (runEnd, bool) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	runs, err := c.o.Runs(ctx, pod.Ref())
+	runs, err := c.o.Runs(ctx, pod)
 	if err != nil {
 		return runEnd{}, false
 	}
@@ -147,7 +204,7 @@ func (c *pinnedController) podList(objs []api.Object) {
 	c.pods = map[string]map[string]*pinnedPod{}
 	owners := map[string]bool{}
 	for i := range objs {
-		c.putLocked(objs[i])
+		c.putLocked(&objs[i])
 		if name, ok := api.PinnedOwnerName(objs[i].Meta.Owner); ok {
 			owners[pdKey(objs[i].Namespace, name)] = true
 		}
@@ -170,7 +227,7 @@ func (c *pinnedController) podEvent(ev store.Event) {
 		}
 		delete(c.confirmed, pdKey(pod.Namespace, pod.Name))
 		delete(c.ends, pdKey(pod.Namespace, pod.Name))
-	} else if !c.putLocked(pod) {
+	} else if !c.putLocked(&pod) {
 		return // older than what the controller wrote itself
 	}
 	if !owned {
@@ -184,23 +241,31 @@ func (c *pinnedController) podEvent(ev store.Event) {
 }
 
 // putLocked stores a pod unless the view has a newer revision of it.
-func (c *pinnedController) putLocked(pod api.Object) bool {
+func (c *pinnedController) putLocked(pod *api.Object) bool {
 	ns := c.pods[pod.Namespace]
 	if ns == nil {
 		ns = map[string]*pinnedPod{}
 		c.pods[pod.Namespace] = ns
 	}
-	if cur := ns[pod.Name]; cur != nil && cur.obj.Meta.Revision > pod.Meta.Revision {
+	if cur := ns[pod.Name]; cur != nil && cur.revision > pod.Meta.Revision {
 		return false
 	}
-	ns[pod.Name] = &pinnedPod{obj: pod}
+	ns[pod.Name] = newPinnedPod(pod)
 	return true
 }
 
 // put records a pod the controller itself just wrote.
 func (c *pinnedController) put(pod api.Object) {
+	p := newPinnedPod(&pod) // outside the lock: it decodes the spec
 	c.mu.Lock()
-	c.putLocked(pod)
+	ns := c.pods[pod.Namespace]
+	if ns == nil {
+		ns = map[string]*pinnedPod{}
+		c.pods[pod.Namespace] = ns
+	}
+	if cur := ns[pod.Name]; cur == nil || cur.revision <= p.revision {
+		ns[pod.Name] = p
+	}
 	c.mu.Unlock()
 }
 
@@ -260,7 +325,7 @@ func (c *pinnedController) maybeRerunLocked(ns, name string) {
 // from it.
 type observation struct {
 	plan    pinned.Plan
-	pods    map[string]api.Object // its pods not being deleted, by name
+	pods    map[string]*pinnedPod // its pods not being deleted, by name
 	gone    []string              // its pods being deleted
 	strays  []string              // pods its selector matches that it did not make
 	refresh []string              // its pods whose spec.keepImages is not their template's
@@ -274,23 +339,25 @@ func (ob *observation) summary() string {
 
 // observe looks at a PinnedDeployment's pods and plans.
 func (c *pinnedController) observe(ref api.Ref, spec *api.PinnedDeploymentSpec) *observation {
-	ob := &observation{pods: map[string]api.Object{}, targets: map[string]*api.Object{}}
+	ob := &observation{pods: map[string]*pinnedPod{}, targets: map[string]*api.Object{}}
+	targets := map[string]*pinnedPod{}
 	for _, v := range []string{api.Previous, api.Next} {
 		t := podFromTemplate(ref, spec, v, "template")
 		ob.targets[v] = &t
+		targets[v] = newPinnedPod(&t)
 	}
 	owner := api.PinnedOwner(ref.Name)
 	sel := spec.Selector()
 	c.mu.Lock()
-	var mine []api.Object
+	var mine []*pinnedPod
 	for _, p := range c.pods[ref.Namespace] {
 		switch {
-		case p.obj.Meta.Owner == owner && p.obj.Meta.Deleting != nil:
-			ob.gone = append(ob.gone, p.obj.Name)
-		case p.obj.Meta.Owner == owner:
-			mine = append(mine, p.obj)
-		case p.obj.Meta.Deleting == nil && matchesAll(p.obj.Labels, sel):
-			ob.strays = append(ob.strays, p.obj.Name)
+		case p.owner == owner && p.deleting:
+			ob.gone = append(ob.gone, p.name)
+		case p.owner == owner:
+			mine = append(mine, p)
+		case !p.deleting && matchesAll(p.labels, sel):
+			ob.strays = append(ob.strays, p.name)
 		}
 	}
 	c.mu.Unlock()
@@ -299,16 +366,16 @@ func (c *pinnedController) observe(ref api.Ref, spec *api.PinnedDeploymentSpec) 
 	prev, next := spec.Split()
 	in := pinned.Input{Replicas: spec.Replicas, DesiredPrevious: prev, DesiredNext: next, MaxSurge: spec.Surge()}
 	for _, pod := range mine {
-		ob.pods[pod.Name] = pod
-		ready, stuck := c.readiness(&pod)
-		in.Pods = append(in.Pods, pinned.Pod{Name: pod.Name,
-			MatchesPrevious: sameTemplate(&pod, ob.targets[api.Previous]), MatchesNext: sameTemplate(&pod, ob.targets[api.Next]),
-			InPlacePrevious: fitsInPlace(&pod, ob.targets[api.Previous]), InPlaceNext: fitsInPlace(&pod, ob.targets[api.Next]),
+		ob.pods[pod.name] = pod
+		ready, stuck := c.readiness(ref.Namespace, pod)
+		in.Pods = append(in.Pods, pinned.Pod{Name: pod.name,
+			MatchesPrevious: sameTemplate(pod, targets[api.Previous]), MatchesNext: sameTemplate(pod, targets[api.Next]),
+			InPlacePrevious: fitsInPlace(pod, targets[api.Previous]), InPlaceNext: fitsInPlace(pod, targets[api.Next]),
 			Ready: ready, Stuck: stuck})
 	}
 	ob.plan = pinned.Make(in)
 	for name, v := range ob.plan.Version {
-		if !reflect.DeepEqual(ob.pods[name].Spec["keepImages"], ob.targets[v].Spec["keepImages"]) {
+		if ob.pods[name].keep != targets[v].keep {
 			ob.refresh = append(ob.refresh, name)
 		}
 	}
@@ -361,8 +428,8 @@ func podFromTemplate(pd api.Ref, spec *api.PinnedDeploymentSpec, version, name s
 
 // sameTemplate reports whether a pod has a template's labels and spec,
 // whatever images it keeps.
-func sameTemplate(pod, t *api.Object) bool {
-	return reflect.DeepEqual(pod.Labels, t.Labels) && reflect.DeepEqual(withoutKeep(pod.Spec), withoutKeep(t.Spec))
+func sameTemplate(pod, t *pinnedPod) bool {
+	return pod.spec == t.spec && maps.Equal(pod.labels, t.labels)
 }
 
 // withoutKeep is a pod spec without keepImages, which changes no container.
@@ -382,57 +449,52 @@ func withoutKeep(spec map[string]any) map[string]any {
 // fitsInPlace reports whether a pod can become the template's in place:
 // the scheduler keeps a pod on its node when its placement is the same and
 // it asks for no more cpu or memory; otherwise it is replaced.
-func fitsInPlace(pod, t *api.Object) bool {
-	ps, err1 := api.DecodeSpecAs[api.PodSpec](pod)
-	ts, err2 := api.DecodeSpecAs[api.PodSpec](t)
-	if err1 != nil || err2 != nil {
-		return false
+func fitsInPlace(pod, t *pinnedPod) bool {
+	p, f := pod.fit, t.fit
+	return p.ok && f.ok && p.placement == f.placement && f.cpuMilli <= p.cpuMilli && f.memoryBytes <= p.memoryBytes
+}
+
+// fitOf is what of a pod's spec decides in-place updates.
+func fitOf(pod *api.Object) podFit {
+	ps, err := api.DecodeSpecAs[api.PodSpec](pod)
+	if err != nil {
+		return podFit{}
 	}
-	if !reflect.DeepEqual(ps.Placement, ts.Placement) {
-		return false
-	}
-	pr, tr := podRequest(ps), podRequest(ts)
-	return tr.CPUMilli <= pr.CPUMilli && tr.MemoryBytes <= pr.MemoryBytes
+	req := podRequest(ps)
+	placement, _ := json.Marshal(ps.Placement)
+	return podFit{ok: true, placement: string(placement), cpuMilli: req.CPUMilli, memoryBytes: req.MemoryBytes}
 }
 
 // readiness says whether a pod runs its current spec with every container
 // up, and, if not, whether it is stuck and why: its run for this spec
 // failed, or a container it started keeps exiting.
-func (c *pinnedController) readiness(pod *api.Object) (ready bool, stuck string) {
-	key := pdKey(pod.Namespace, pod.Name)
-	hash := specHash(pod)
-	up := containersUp(pod)
+func (c *pinnedController) readiness(ns string, pod *pinnedPod) (ready bool, stuck string) {
+	key := pdKey(ns, pod.name)
 	c.mu.Lock()
-	confirmed := c.confirmed[key] == hash
+	confirmed, ok := c.confirmed[key]
 	c.mu.Unlock()
-	if confirmed {
-		if up {
-			return true, ""
-		}
-		return false, crashReason(pod)
+	if ok && confirmed == pod.spec {
+		return pod.up, pod.crash
 	}
-	end, ok := c.lastEnd(pod)
+	end, ok := c.lastEnd(pod.ref(ns))
 	switch {
-	case !ok || end.gen != pod.Meta.Generation:
+	case !ok || end.gen != pod.generation:
 		return false, ""
 	case end.done:
 		c.mu.Lock()
-		c.confirmed[key] = hash
+		c.confirmed[key] = pod.spec
 		c.mu.Unlock()
-		if up {
-			return true, ""
-		}
-		return false, crashReason(pod)
+		return pod.up, pod.crash
 	}
-	return false, pod.Ref().String() + ": " + end.reason
+	return false, pod.ref(ns).String() + ": " + end.reason
 }
 
 // specHash identifies a pod's spec, for readiness: a pod is ready once a
 // run finished with it. Images it keeps do not count: changing them
 // restarts nothing.
-func specHash(pod *api.Object) string {
+func specHash(pod *api.Object) specDigest {
 	b, _ := json.Marshal(withoutKeep(pod.Spec))
-	return string(b)
+	return sha256.Sum256(b)
 }
 
 // containersUp reports whether the pod's node says every container runs.
@@ -621,7 +683,7 @@ func (c *pinnedController) apply(ctx context.Context, ref api.Ref, spec *api.Pin
 	for _, u := range ob.plan.Update {
 		u := u
 		do(func() error {
-			if err := c.updatePod(ctx, ob.pods[u.Pod], ob.targets[u.Version]); err != nil {
+			if err := c.updatePod(ctx, ob.pods[u.Pod].ref(ref.Namespace), ob.pods[u.Pod].owner, ob.targets[u.Version]); err != nil {
 				return err
 			}
 			log("updated in place", map[string]any{"pod": u.Pod, "version": u.Version})
@@ -643,7 +705,9 @@ func (c *pinnedController) apply(ctx context.Context, ref api.Ref, spec *api.Pin
 	// at once: that restarts nothing.
 	for _, name := range ob.refresh {
 		pod := ob.pods[name]
-		do(func() error { return c.keepImages(ctx, pod, ob.targets[ob.plan.Version[name]].Spec["keepImages"]) })
+		do(func() error {
+			return c.keepImages(ctx, pod.ref(ref.Namespace), pod.owner, ob.targets[ob.plan.Version[name]].Spec["keepImages"])
+		})
 	}
 	for _, name := range ob.plan.Delete {
 		name := name
@@ -705,15 +769,15 @@ func podName(pd string) string {
 
 // updatePod writes a template's labels and spec into a pod: its node
 // restarts the containers whose config changed, in place.
-func (c *pinnedController) updatePod(ctx context.Context, pod api.Object, t *api.Object) error {
-	return c.rewritePod(ctx, pod, func(next *api.Object) {
+func (c *pinnedController) updatePod(ctx context.Context, pod api.Ref, owner string, t *api.Object) error {
+	return c.rewritePod(ctx, pod, owner, func(next *api.Object) {
 		next.Labels, next.Spec = t.DeepCopy().Labels, t.DeepCopy().Spec
 	})
 }
 
 // keepImages writes the images a pod's node keeps for it.
-func (c *pinnedController) keepImages(ctx context.Context, pod api.Object, images any) error {
-	return c.rewritePod(ctx, pod, func(next *api.Object) {
+func (c *pinnedController) keepImages(ctx context.Context, pod api.Ref, owner string, images any) error {
+	return c.rewritePod(ctx, pod, owner, func(next *api.Object) {
 		if images == nil {
 			delete(next.Spec, "keepImages")
 		} else {
@@ -724,10 +788,10 @@ func (c *pinnedController) keepImages(ctx context.Context, pod api.Object, image
 
 // rewritePod changes a pod the PinnedDeployment still has, with field
 // ownership checked; a pod gone or going meanwhile is left alone.
-func (c *pinnedController) rewritePod(ctx context.Context, pod api.Object, change func(next *api.Object)) error {
-	res, err := c.o.store.Mutate(ctx, pod.Ref(), c.o.asLeader(ctx, store.Write{Changer: pinnedChanger, Cause: "step rollout"}),
+func (c *pinnedController) rewritePod(ctx context.Context, pod api.Ref, owner string, change func(next *api.Object)) error {
+	res, err := c.o.store.Mutate(ctx, pod, c.o.asLeader(ctx, store.Write{Changer: pinnedChanger, Cause: "step rollout"}),
 		func(cur *api.Object) (*api.Object, error) {
-			if cur == nil || cur.Meta.Deleting != nil || cur.Meta.Owner != pod.Meta.Owner {
+			if cur == nil || cur.Meta.Deleting != nil || cur.Meta.Owner != owner {
 				return nil, nil
 			}
 			next := cur.DeepCopy()
@@ -782,13 +846,13 @@ func (c *pinnedController) scaleDown(ctx context.Context, item *workflow.WorkIte
 		var live, going []string
 		c.mu.Lock()
 		for _, p := range c.pods[ref.Namespace] {
-			if p.obj.Meta.Owner != owner {
+			if p.owner != owner {
 				continue
 			}
-			if p.obj.Meta.Deleting == nil {
-				live = append(live, p.obj.Name)
+			if !p.deleting {
+				live = append(live, p.name)
 			} else {
-				going = append(going, p.obj.Name)
+				going = append(going, p.name)
 			}
 		}
 		c.mu.Unlock()

@@ -109,18 +109,28 @@ func (r *Runtime) prepare(s *Spec) error {
 			ns.sysBind = sys
 		} else if !s.Privileges.HostUser {
 			// A pod network namespace (see CreatePodNetNS): join the user
-			// namespace that owns it.
-			if ids, ok := r.podIDsOf(owner); ok && ids != s.UserNS {
+			// namespace that owns it, by the pod's own pin when it is one
+			// of ours (it lasts as long as the pod's network, which goes
+			// only after its containers), else by a pin of the
+			// container's. Every mount on the host makes each `runc run`
+			// slower (it reads the host's mount table, and the container's
+			// mount namespace starts as a copy of it).
+			ids, podPin, ok := r.podUserNSOf(s.NetNS, owner)
+			if ok && ids != s.UserNS {
 				return fmt.Errorf("network namespace %s belongs to a pod user namespace mapping %+v, not %+v", s.NetNS, ids, s.UserNS)
 			}
-			pin := filepath.Join(dir, fileUserNS)
-			if err := os.WriteFile(pin, nil, 0o644); err != nil {
-				return err
+			if ok {
+				ns.userNS = podPin
+			} else {
+				pin := filepath.Join(dir, fileUserNS)
+				if err := os.WriteFile(pin, nil, 0o644); err != nil {
+					return err
+				}
+				if err := unix.Mount(fmt.Sprintf("/proc/self/fd/%d", owner.Fd()), pin, "", unix.MS_BIND, ""); err != nil {
+					return fmt.Errorf("pin the user namespace owning %s: %w", s.NetNS, err)
+				}
+				ns.userNS = pin
 			}
-			if err := unix.Mount(fmt.Sprintf("/proc/self/fd/%d", owner.Fd()), pin, "", unix.MS_BIND, ""); err != nil {
-				return fmt.Errorf("pin the user namespace owning %s: %w", s.NetNS, err)
-			}
-			ns.userNS = pin
 		}
 	}
 

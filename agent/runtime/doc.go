@@ -30,9 +30,9 @@
 // session and process group).
 //
 // The shim makes itself a child subreaper, records its pid and start time
-// (shim.json), runs `runc --root Root/runc create` with the container's
-// stdout and stderr as pipes to itself, then `runc start`; runc's init
-// process, orphaned by `runc create`, is reparented to the shim. The shim
+// (shim.json), runs `runc --root Root/runc run --detach` with the
+// container's stdout and stderr as pipes to itself; runc's init process,
+// orphaned when runc exits, is reparented to the shim. The shim
 // records the init's pid and start time and the start time of day
 // (started.json), reports on fd 3, and copies the container's output, a
 // record per line, to the log (rotated at Options.LogMaxBytes, three files
@@ -40,6 +40,12 @@
 // 128+signal, and times; via a temporary file, fsync and rename) before
 // anything else, drains the output and exits. The exit code is thus never
 // lost, even when no agent runs.
+//
+// runc is run from a sealed in-memory copy the Runtime makes once
+// (runcbin.go), passed to each shim as fd 4: runc then skips the copy of
+// itself (or read-only bind mount of itself on the host) it would make for
+// every container's init against CVE-2019-5736. Processes run from it show
+// as the fd's number in ps (their argv[0] is "runc").
 //
 // State tells "exited" when exit.json exists, "running" when the init
 // (pid and start time, so a recycled pid is never mistaken for it) is
@@ -57,7 +63,7 @@
 //	    upper/ work/           the container's writable layer, owned by its mapped root
 //	    etc/hosts, etc/hostname, etc/resolv.conf   bound read-only into the container
 //	    sys/                   sysfs of a joined host-owned network namespace (if any)
-//	    userns                 pin of a joined pod user namespace (if any)
+//	    userns                 pin of a joined user namespace (if any) that is not a pod's of Root/pods
 //	    shim.json started.json exit.json init.pid  see above
 //	    shim.log runc.log      the shim's and runc's own messages
 //	    log/container.log[.1,.2]   the container's output

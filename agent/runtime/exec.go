@@ -52,7 +52,8 @@ func (r *Runtime) Exec(ctx context.Context, id string, args []string, stdin io.R
 	}
 	runcArgs = append(runcArgs, id)
 	runcArgs = append(runcArgs, args...)
-	cmd := exec.Command(r.runc, runcArgs...)
+	cmd := exec.Command(r.runcExe(), runcArgs...)
+	cmd.Args[0] = "runc"
 	cmd.Env = shimEnv()
 	cmd.Dir = "/"
 	// Do not wait long for a stdin that never ends once the process is

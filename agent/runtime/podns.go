@@ -215,22 +215,37 @@ func netnsOwner(path string) (owner *os.File, initOwned bool, err error) {
 	return owner, a.Dev == b.Dev && a.Ino == b.Ino, nil
 }
 
-// podIDsOf returns the IDRange recorded for the pod user namespace owner
-// if it is one of ours.
-func (r *Runtime) podIDsOf(owner *os.File) (IDRange, bool) {
+// podUserNSOf finds the pod user namespace owner, which owns the network
+// namespace at netns, among ours: its IDRange and the path it is pinned
+// at. The pod whose netns this is (Root/pods/NAME/netns) is looked at
+// first, then every pod.
+func (r *Runtime) podUserNSOf(netns string, owner *os.File) (IDRange, string, bool) {
 	var st unix.Stat_t
 	if unix.Fstat(int(owner.Fd()), &st) != nil {
-		return IDRange{}, false
+		return IDRange{}, "", false
+	}
+	match := func(dir string) (IDRange, string, bool) {
+		pin := filepath.Join(dir, podUserNS)
+		var pst unix.Stat_t
+		if unix.Stat(pin, &pst) != nil || pst.Dev != st.Dev || pst.Ino != st.Ino {
+			return IDRange{}, "", false
+		}
+		var ids IDRange
+		if readJSON(filepath.Join(dir, podIDs), &ids) != nil {
+			return IDRange{}, "", false
+		}
+		return ids, pin, true
+	}
+	if dir := filepath.Dir(netns); filepath.Dir(dir) == r.podsDir() {
+		if ids, pin, ok := match(dir); ok {
+			return ids, pin, true
+		}
 	}
 	ents, _ := os.ReadDir(r.podsDir())
 	for _, e := range ents {
-		var pst unix.Stat_t
-		if unix.Stat(filepath.Join(r.podsDir(), e.Name(), podUserNS), &pst) == nil && pst.Dev == st.Dev && pst.Ino == st.Ino {
-			var ids IDRange
-			if readJSON(filepath.Join(r.podsDir(), e.Name(), podIDs), &ids) == nil {
-				return ids, true
-			}
+		if ids, pin, ok := match(filepath.Join(r.podsDir(), e.Name())); ok {
+			return ids, pin, true
 		}
 	}
-	return IDRange{}, false
+	return IDRange{}, "", false
 }

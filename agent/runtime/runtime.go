@@ -149,6 +149,9 @@ type Runtime struct {
 	shim     string
 	shimArgs []string
 	logMax   int64
+	// runcFile is a sealed copy of runc (sealedRunc), nil where one
+	// could not be made: runc then protects itself, at a cost per start.
+	runcFile *os.File
 
 	mu    sync.Mutex
 	locks map[string]*sync.Mutex
@@ -177,6 +180,9 @@ func New(o Options) (*Runtime, error) {
 	if r.runc, err = filepath.Abs(r.runc); err != nil {
 		return nil, err
 	}
+	// Without a sealed copy runc still runs, making its own for each
+	// container; only slower.
+	r.runcFile, _ = sealedRunc(r.runc)
 	r.shim = o.Shim
 	if r.shim == "" {
 		if r.shim, err = os.Executable(); err != nil {
@@ -355,9 +361,14 @@ func (r *Runtime) Start(ctx context.Context, s Spec) (err error) {
 	args := append(append([]string(nil), r.shimArgs...),
 		"-root", r.root, "-id", s.ID, "-runc", r.runc,
 		"-log-max", strconv.FormatInt(r.logMax, 10), "-ready-fd", "3")
+	extra := []*os.File{pw}
+	if r.runcFile != nil {
+		args = append(args, "-runc-fd", "4")
+		extra = append(extra, r.runcFile)
+	}
 	shimCmd = exec.Command(r.shim, args...)
 	shimCmd.Stdout, shimCmd.Stderr = logf, logf
-	shimCmd.ExtraFiles = []*os.File{pw}
+	shimCmd.ExtraFiles = extra
 	shimCmd.Dir = "/"
 	shimCmd.Env = shimEnv()
 	shimCmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -558,10 +569,24 @@ func (r *Runtime) cleanup(ctx context.Context, id string) error {
 }
 
 func (r *Runtime) runcCmd(ctx context.Context, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, r.runc, append([]string{"--root", r.runcRoot()}, args...)...)
+	cmd := exec.CommandContext(ctx, r.runcExe(), append([]string{"--root", r.runcRoot()}, args...)...)
+	cmd.Args[0] = "runc"
 	cmd.Env = shimEnv()
 	return cmd
 }
+
+// runcExe is the runc binary to run: the sealed copy if there is one.
+func (r *Runtime) runcExe() string {
+	if r.runcFile == nil {
+		return r.runc
+	}
+	return fdPath(int(r.runcFile.Fd()))
+}
+
+// fdPath names one of this process's open files by a path that stays
+// right in a child until it execs: /proc/self/fd would be the child's own
+// table, which os/exec may rearrange.
+func fdPath(fd int) string { return fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), fd) }
 
 // State reports one container; an unknown id gives an error wrapping
 // ErrNotFound.

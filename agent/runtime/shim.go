@@ -3,7 +3,6 @@
 package runtime
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -27,9 +26,9 @@ import (
 // its own session; it outlives the agent. It returns the process's exit
 // code.
 //
-// The shim makes itself a child subreaper, runs `runc create` with the
-// container's stdout and stderr as pipes to itself and `runc start`,
-// reports the container's pid (or the error) on the ready fd, then waits
+// The shim makes itself a child subreaper, runs `runc run --detach` with
+// the container's stdout and stderr as pipes to itself, reports the
+// container's pid (or the error) on the ready fd, then waits
 // for the container's init (reparented to it), writes exit.json (exit code
 // and times, atomically) before anything else, drains the output into the
 // log files and exits.
@@ -40,6 +39,7 @@ func ShimMain(args []string) int {
 	runc := fl.String("runc", "runc", "runc binary")
 	logMax := fl.Int64("log-max", defaultLogMax, "rotate the container log at this size")
 	readyFD := fl.Int("ready-fd", -1, "fd to report the container's pid or start error on")
+	runcFD := fl.Int("runc-fd", -1, "fd of a sealed copy of runc to run instead of -runc")
 	hold := fl.Bool("hold", false, "internal: wait for stdin to close (pins new namespaces for CreatePodNetNS)")
 	if err := fl.Parse(args); err != nil {
 		return 2
@@ -61,6 +61,15 @@ func ShimMain(args []string) int {
 	}
 	if *readyFD >= 0 {
 		s.ready = os.NewFile(uintptr(*readyFD), "ready")
+	}
+	if *runcFD >= 0 {
+		// Moved out of the way of the fds os/exec arranges in runc's
+		// processes, and closed at their exec: runc is run by its path
+		// in this process's table (see fdPath).
+		if fd, err := unix.FcntlInt(uintptr(*runcFD), unix.F_DUPFD_CLOEXEC, 64); err == nil {
+			s.runc = fdPath(fd)
+		}
+		unix.Close(*runcFD)
 	}
 	if err := s.run(); err != nil {
 		s.logf("%v", err)
@@ -92,6 +101,7 @@ func (s *shim) report(m readyMsg) {
 func (s *shim) runcCmd(args ...string) *exec.Cmd {
 	cmd := exec.Command(s.runc, append([]string{"--root", s.runcDir,
 		"--log", filepath.Join(s.dir, fileRuncLog), "--log-format", "json"}, args...)...)
+	cmd.Args[0] = "runc"
 	cmd.Dir = filepath.Join(s.dir, dirBundle)
 	return cmd
 }
@@ -125,16 +135,21 @@ func (s *shim) run() error {
 	if err != nil {
 		return err
 	}
+	// One runc process creates and starts the container (`run
+	// --detach`, rather than `create` and then `start`: a process fewer
+	// per container). Its init is reparented to us when runc exits; if it
+	// exits at once it stays our zombie until we reap it below, so its
+	// pid cannot be reused before we read its start time.
 	pidFile := filepath.Join(s.dir, "init.pid")
-	create := s.runcCmd("create", "--bundle", filepath.Join(s.dir, dirBundle), "--pid-file", pidFile, s.id)
-	create.Stdout, create.Stderr = outW, errW // the container's stdio
-	err = create.Start()
+	run := s.runcCmd("run", "--detach", "--bundle", filepath.Join(s.dir, dirBundle), "--pid-file", pidFile, s.id)
+	run.Stdout, run.Stderr = outW, errW // the container's stdio
+	err = run.Start()
 	outW.Close()
 	errW.Close()
 	if err != nil {
-		return fmt.Errorf("runc create: %w", err)
+		return fmt.Errorf("runc run: %w", err)
 	}
-	if err := create.Wait(); err != nil {
+	if err := run.Wait(); err != nil {
 		// runc printed why on stderr; its init is gone, so EOF is near.
 		errR.SetReadDeadline(time.Now().Add(2 * time.Second))
 		msg, _ := io.ReadAll(io.LimitReader(errR, 64<<10))
@@ -151,24 +166,17 @@ func (s *shim) run() error {
 	b, err := os.ReadFile(pidFile)
 	if err != nil {
 		s.runcCmd("delete", "--force", s.id).Run()
-		return fmt.Errorf("runc create: pid file: %w", err)
+		return fmt.Errorf("runc run: pid file: %w", err)
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil {
 		s.runcCmd("delete", "--force", s.id).Run()
-		return fmt.Errorf("runc create: pid file: %w", err)
+		return fmt.Errorf("runc run: pid file: %w", err)
 	}
 	pidStart, err := procStart(pid)
 	if err != nil {
 		s.runcCmd("delete", "--force", s.id).Run()
 		return fmt.Errorf("container init %d: %w", pid, err)
-	}
-	var startOut bytes.Buffer
-	startCmd := s.runcCmd("start", s.id)
-	startCmd.Stdout, startCmd.Stderr = &startOut, &startOut
-	if err := startCmd.Run(); err != nil {
-		s.runcCmd("delete", "--force", s.id).Run()
-		return fmt.Errorf("%s", runcError(startOut.Bytes(), err))
 	}
 	startedAt := time.Now().UTC()
 	if err := writeJSON(filepath.Join(s.dir, fileStarted), startedRecord{Pid: pid, PidStart: pidStart, StartedAt: startedAt}); err != nil {
@@ -236,7 +244,7 @@ func runcError(out []byte, err error) string {
 	if msg == "" {
 		return "runc: " + err.Error()
 	}
-	for _, p := range []string{"runc create failed: ", "runc start failed: ", "unable to start container process: "} {
+	for _, p := range []string{"runc run failed: ", "runc create failed: ", "runc start failed: ", "unable to start container process: "} {
 		msg = strings.TrimPrefix(msg, p)
 	}
 	return msg
