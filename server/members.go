@@ -42,6 +42,10 @@ import (
 // renewal.
 const RegistrationTTL = 10 * time.Second
 
+// addPatience is how long an added member waits for etcd to find every
+// member connected (etcd wants five seconds of it).
+const addPatience = 10 * time.Second
+
 // statusTimeout bounds the call to each server for its status.
 const statusTimeout = 2 * time.Second
 
@@ -442,8 +446,8 @@ func (m *Membership) Remove(ctx context.Context, name string, force bool) (strin
 		}
 	}
 	if _, err := m.kv.MemberRemove(ctx, mem.ID); err != nil {
-		if errors.Is(err, rpctypes.ErrUnhealthy) {
-			return "", &statusError{kind: errConflict, msg: fmt.Sprintf("etcd refuses to remove %s: the members left would have too few started ones for a quorum (bring a dead member back, or remove dead ones first)", name)}
+		if errors.Is(err, rpctypes.ErrMemberNotEnoughStarted) {
+			return "", &statusError{kind: errConflict, msg: fmt.Sprintf("etcd refuses to remove %s: the members left would have too few running ones for a quorum (bring a dead member back first)", name)}
 		}
 		return "", fmt.Errorf("remove etcd member %s: %w", name, err)
 	}
@@ -489,11 +493,27 @@ func (m *Membership) Add(ctx context.Context, name, peerURL string) (store.PeerB
 	if err != nil {
 		return store.PeerBundle{}, fmt.Errorf("peer certificate for %s: %w", name, err)
 	}
-	resp, err := m.kv.MemberAdd(ctx, []string{peerURL})
-	if err != nil {
-		if errors.Is(err, rpctypes.ErrUnhealthy) {
-			return store.PeerBundle{}, &statusError{kind: errConflict, msg: "etcd refuses to add a member now: with it, the cluster would need more started members for a quorum than it has. Remove dead members first (skiff server remove NAME)"}
+	// etcd adds a member only when every member has been connected to
+	// this one for five seconds; right after a start or a removal it says
+	// "unhealthy" for a moment, so wait that out.
+	var resp *clientv3.MemberAddResponse
+	for deadline := time.Now().Add(addPatience); ; {
+		resp, err = m.kv.MemberAdd(ctx, []string{peerURL})
+		if !errors.Is(err, rpctypes.ErrUnhealthy) || time.Now().After(deadline) {
+			break
 		}
+		select {
+		case <-ctx.Done():
+			return store.PeerBundle{}, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	switch {
+	case errors.Is(err, rpctypes.ErrMemberNotEnoughStarted):
+		return store.PeerBundle{}, &statusError{kind: errConflict, msg: "etcd refuses to add a member now: with it, the cluster would need more running members for a quorum than it has. Remove dead members first (skiff server remove NAME)"}
+	case errors.Is(err, rpctypes.ErrUnhealthy):
+		return store.PeerBundle{}, &statusError{kind: errConflict, msg: "etcd refuses to add a member now: not every member is connected to the others (skiff servers shows which is down); remove dead members first (skiff server remove NAME)"}
+	case err != nil:
 		return store.PeerBundle{}, fmt.Errorf("add etcd member %s: %w", name, err)
 	}
 	var peers []store.Peer
