@@ -40,7 +40,7 @@ func badRequest(format string, args ...any) error {
 // ErrorBody is the JSON answer to every failed request.
 type ErrorBody struct {
 	Error string `json:"error"`
-	Code  string `json:"code"` // invalid, unauthenticated, forbidden, not_found, exists, conflict, too_large, internal
+	Code  string `json:"code"` // invalid, unauthenticated, forbidden, not_found, exists, conflict, too_large, unavailable, internal
 }
 
 // httpStatus is the one place that maps error kinds to HTTP answers.
@@ -62,6 +62,8 @@ func httpStatus(err error) (int, string) {
 		return http.StatusConflict, "exists"
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, errNotFound):
 		return http.StatusNotFound, "not_found"
+	case errors.Is(err, errUnavailable):
+		return http.StatusServiceUnavailable, "unavailable"
 	}
 	return http.StatusInternalServerError, "internal"
 }

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"skiff.dev/skiff/api"
@@ -51,6 +52,9 @@ type Orchestrator struct {
 
 	mu       sync.RWMutex
 	compiled *workflow.Compiled // guarded by mu
+
+	name, apiURL string // this server, for the election; "" leads alone (SetIdentity)
+	leaderState
 }
 
 // NewOrchestrator builds an orchestrator with the named built-in
@@ -64,11 +68,13 @@ func NewOrchestrator(st *store.Store, kv *clientv3.Client, prefix string, log *s
 		return nil, err
 	}
 	o := &Orchestrator{store: st, kv: kv, prefix: prefix, log: log, Queue: &workflow.Queue{}, builtins: regs, places: newPlaceCache()}
+	o.termChanged = make(chan struct{})
+	o.leaderTTL = DefaultLeaderTTL
 	o.leases = newLeaseTable(kv, prefix)
 	o.leases.onRenew = o.places.renewed
 	o.life = newLifecycle(o)
 	o.pinned = newPinnedController(o)
-	o.rec = &runRecorder{kv: kv, prefix: prefix + "/runs/", dirty: map[string]workflow.RunRecord{}, log: log}
+	o.rec = &runRecorder{kv: kv, prefix: prefix + "/runs/", marks: prefix + "/steps/", dirty: map[string]workflow.RunRecord{}, log: log, o: o}
 	o.Local = &workflow.Local{Fallback: o.Queue}
 	// The engine keeps no finished runs: the recorder has them (Runs). It
 	// records a run once it ends, or once it has run for 5 s.
@@ -78,7 +84,7 @@ func NewOrchestrator(st *store.Store, kv *clientv3.Client, prefix string, log *s
 	handlers := map[string]workflow.Handler{"admission": o.admit, "scheduler": o.schedule, "ipam": o.ipam, "pinned": o.pinned.step}
 	for _, r := range regs {
 		if h := handlers[r.Name]; h != nil {
-			o.Local.Handle(r.Name, h)
+			o.Local.Handle(r.Name, o.leaderOnly(h))
 		}
 	}
 	c, err := workflow.Compile(regs)
@@ -298,125 +304,141 @@ func (o *Orchestrator) reload(ctx context.Context) error {
 // RetryFailedEvery is how often failed pod runs are tried again.
 const RetryFailedEvery = time.Minute
 
-// Run feeds the engine until ctx ends: registrations first, then every
-// object of a kind with workflows, then their changes.
+// Run runs the orchestrator until ctx ends: on every server, the watches
+// that keep what the API needs (registrations, the placement cache, node
+// leases); on the leader (see leader.go), the engine, fed with every
+// object of a kind with workflows and then their changes, and the cluster
+// controllers.
 func (o *Orchestrator) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	wg.Add(5)
-	go func() { defer wg.Done(); o.rec.run(ctx) }()
-	go func() { defer wg.Done(); o.leases.run(ctx) }()
-	go func() { defer wg.Done(); o.life.run(ctx) }()
+	run := func(f func()) {
+		wg.Add(1)
+		go func() { defer wg.Done(); f() }()
+	}
+	var lone *term
+	if o.name == "" {
+		// No election: the follows feed the engine from their first list.
+		lone = &term{ctx: ctx}
+		o.begin(lone)
+		o.cur.Store(lone)
+	} else {
+		run(func() { o.followLeader(ctx) })
+	}
+	run(func() { o.leases.run(ctx) })
 	// Nodes coming, going or changing can make a failed placement work:
 	// failed pod runs are retried a second after a burst of node changes.
-	go func() {
-		var pending atomic.Bool
-		retry := func() {
-			if pending.CompareAndSwap(false, true) {
-				time.AfterFunc(time.Second, func() {
-					pending.Store(false)
-					if ctx.Err() == nil {
-						o.Engine.RetryFailed("Pod")
-					}
-				})
-			}
+	var pending atomic.Bool
+	retry := func(t *term) {
+		if o.leading(t) && pending.CompareAndSwap(false, true) {
+			time.AfterFunc(time.Second, func() {
+				pending.Store(false)
+				if o.leading(t) {
+					o.Engine.RetryFailed("Pod")
+				}
+			})
 		}
+	}
+	run(func() {
 		// Nodes have workflows of their own (readiness).
-		o.follow(ctx, "Node", func(ev store.Event) {
+		o.follow(ctx, "Node", func(ev store.Event, t *term) {
 			o.places.event(ev)
 			o.life.nodeEvent(ev)
-			if ev.Type == store.Deleted {
-				o.Engine.Forget(toRef(ev.Object.Ref()))
-			} else {
-				o.Engine.Submit(toObject(ev.Object))
-			}
-			retry()
-		}, func(objs []api.Object) {
+			o.feed(ev, t)
+			retry(t)
+		}, func(objs []api.Object, t *term) {
 			o.places.list("Node", objs)
 			o.life.nodeList(objs)
-			o.submitAll(ctx, objs)
-			retry()
-		}, wg.Done)
-	}()
-	// And whatever else failed (an image that would not pull, a registry
-	// away) is tried again every minute, like a backoff that never gives up;
-	// steps that succeeded with the same inputs are skipped.
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(RetryFailedEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				o.Engine.RetryFailed("Node")
-				o.Engine.RetryFailed("Pod")
+			o.submitAll(ctx, objs, t)
+			retry(t)
+		})
+	})
+	run(func() {
+		o.follow(ctx, "Controller", func(store.Event, *term) {
+			if err := o.reload(ctx); err != nil {
+				o.log.Error("reload controllers", "err", err)
 			}
-		}
-	}()
-	go o.follow(ctx, "Controller", func(store.Event) {
-		if err := o.reload(ctx); err != nil {
-			o.log.Error("reload controllers", "err", err)
-		}
-	}, func([]api.Object) {
-		if err := o.reload(ctx); err != nil {
-			o.log.Error("load controllers", "err", err)
-		}
-	}, wg.Done)
-	// A grant removed (or narrowed) leaves running pods alone but marks
-	// those that now hold privileges no grant allows.
-	wg.Add(2)
-	go o.pinned.follow(ctx, wg.Done)
-	go o.follow(ctx, "Grant", func(store.Event) { o.recheckGrants(ctx) }, func([]api.Object) { o.recheckGrants(ctx) }, wg.Done)
+		}, func([]api.Object, *term) {
+			if err := o.reload(ctx); err != nil {
+				o.log.Error("load controllers", "err", err)
+			}
+		})
+	})
 	// The scheduler's cache takes in each change before the engine, so a
 	// placement never sees an older pod or node than the run it is part of.
-	o.follow(ctx, "Pod", func(ev store.Event) {
-		o.places.event(ev)
-		o.pinned.podEvent(ev)
-		if ev.Type == store.Deleted {
-			o.Engine.Forget(toRef(ev.Object.Ref()))
-			return
-		}
-		o.Engine.Submit(toObject(ev.Object))
-	}, func(objs []api.Object) {
-		o.places.list("Pod", objs)
-		o.pinned.podList(objs)
-		o.submitAll(ctx, objs)
-	}, func() {})
+	run(func() {
+		o.follow(ctx, "Pod", func(ev store.Event, t *term) {
+			o.places.event(ev)
+			o.pinned.podEvent(ev)
+			o.feed(ev, t)
+		}, func(objs []api.Object, t *term) {
+			o.places.list("Pod", objs)
+			o.pinned.podList(objs)
+			o.submitAll(ctx, objs, t)
+		})
+	})
+	o.lead(ctx, lone)
 }
 
-// submitAll gives the engine a listed kind, with the runs recorded for
-// each object, so steps that succeeded before are not repeated.
-func (o *Orchestrator) submitAll(ctx context.Context, objs []api.Object) {
+// feed gives the engine a change, if t leads still.
+func (o *Orchestrator) feed(ev store.Event, t *term) {
+	if !o.leading(t) {
+		return
+	}
+	if ev.Type == store.Deleted {
+		o.Engine.Forget(toRef(ev.Object.Ref()))
+		return
+	}
+	o.Engine.Submit(toObject(ev.Object))
+}
+
+// submitAll gives the engine a listed kind, if t leads still, with the
+// runs recorded and the step completions stored for each object, so that
+// steps that succeeded before are not repeated and runs in progress are
+// resumed.
+func (o *Orchestrator) submitAll(ctx context.Context, objs []api.Object, t *term) {
+	if !o.leading(t) {
+		return
+	}
 	for _, obj := range objs {
-		if runs, err := o.rec.load(ctx, obj.Ref()); err == nil && len(runs) > 0 {
-			o.Engine.Seed(toRef(obj.Ref()), runs)
+		if runs, done, err := o.rec.loadAll(ctx, &obj); err == nil && len(runs)+len(done) > 0 {
+			o.Engine.Seed(toRef(obj.Ref()), runs, done)
 		}
 		o.Engine.Submit(toObject(obj))
 	}
 }
 
 // follow lists a kind, then watches it, listing again when the watch
-// falls behind or fails.
-func (o *Orchestrator) follow(ctx context.Context, kind string, onEvent func(store.Event), onList func([]api.Object), done func()) {
-	defer done()
+// falls behind or fails, or when a term of this server's starts or ends.
+// The callbacks get the term the list was made in (nil if none): the
+// engine is fed only with a list and the changes after it, in one term.
+func (o *Orchestrator) follow(ctx context.Context, kind string, onEvent func(store.Event, *term), onList func([]api.Object, *term)) {
 	for ctx.Err() == nil {
+		changed := o.termChange()
+		t := o.term()
 		objs, rev, err := o.store.List(ctx, kind, "")
 		if err != nil {
 			o.log.Error("list for workflows", "kind", kind, "err", err)
 			sleep(ctx, time.Second)
 			continue
 		}
-		onList(objs)
-		for ev := range o.store.Watch(ctx, kind, "", rev) {
+		onList(objs, t)
+		wctx, cancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-changed:
+				cancel()
+			case <-wctx.Done():
+			}
+		}()
+		for ev := range o.store.Watch(wctx, kind, "", rev) {
 			if ev.Err != nil {
 				o.log.Warn("watch for workflows ended; listing again", "kind", kind, "err", ev.Err)
 				break
 			}
-			onEvent(ev)
+			onEvent(ev, t)
 		}
+		cancel()
 	}
 }
 
@@ -437,7 +459,7 @@ func fromRef(r workflow.Ref) api.Ref {
 
 func toObject(obj api.Object) workflow.Object {
 	return workflow.Object{Ref: toRef(obj.Ref()), Generation: obj.Meta.Generation,
-		Deleting: obj.Meta.Deleting != nil, Body: bodyOf(&obj)}
+		Deleting: obj.Meta.Deleting != nil, Created: obj.Meta.Created, Body: bodyOf(&obj)}
 }
 
 // bodyOf is the part of an object fields are owned and read in.
@@ -457,22 +479,40 @@ func (o *Orchestrator) Write(ctx context.Context, ref workflow.Ref, changer, ste
 }
 
 // writeAs applies field writes as changer, for cause, with field
-// ownership enforced, and returns the object's new body.
+// ownership enforced, and returns the object's new body. Leader work
+// (ctx in a term) writes with the term's guard.
 func (o *Orchestrator) writeAs(ctx context.Context, ref workflow.Ref, changer, cause string, writes map[string]any) (map[string]any, error) {
-	id, err := identity.Parse(changer)
+	body, _, err := o.writeFields(ctx, ref, o.asLeader(ctx, store.Write{Changer: changer, Cause: cause}), writes)
+	return body, err
+}
+
+// asLeader adds to w the guard of the term leader work runs in (ctx's):
+// the write is applied only while that term lasts. Other writes (the
+// API's, on any server) are returned as they are.
+func (o *Orchestrator) asLeader(ctx context.Context, w store.Write) store.Write {
+	if t := termOf(ctx); t != nil {
+		w.Guard = t.guard
+	}
+	return w
+}
+
+// writeFields applies field writes as w.Changer with field ownership
+// enforced, and returns the object's new body and what the store did.
+func (o *Orchestrator) writeFields(ctx context.Context, ref workflow.Ref, w store.Write, writes map[string]any) (map[string]any, store.Op, error) {
+	id, err := identity.Parse(w.Changer)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	ops := make([]fieldpath.Op, 0, len(writes))
 	for p, v := range writes {
 		if _, err := fieldpath.Parse(p); err != nil {
-			return nil, fmt.Errorf("write %q: %v", p, err)
+			return nil, "", fmt.Errorf("write %q: %v", p, err)
 		}
 		ops = append(ops, fieldpath.Op{Path: p, Value: v, Delete: v == nil})
 	}
 	sort.Slice(ops, func(i, j int) bool { return ops[i].Path < ops[j].Path })
 	var body map[string]any
-	_, err = o.store.Mutate(ctx, fromRef(ref), store.Write{Changer: changer, Cause: cause},
+	res, err := o.store.Mutate(ctx, fromRef(ref), w,
 		func(cur *api.Object) (*api.Object, error) {
 			if cur == nil {
 				return nil, fmt.Errorf("%s: %w", ref, store.ErrNotFound)
@@ -490,13 +530,54 @@ func (o *Orchestrator) writeAs(ctx context.Context, ref workflow.Ref, changer, c
 			body = nb
 			return cur, nil
 		})
-	return body, err
+	return body, res.Op, err
 }
 
-// Remove deletes an object whose down run finished. It implements
-// workflow.Objects.
+// Complete applies a successful step's writes and stores its completion
+// with them, in one transaction guarded by the term the step was
+// dispatched in; a step that writes nothing (or nothing new) has its
+// completion stored alone. It implements workflow.Completer.
+func (o *Orchestrator) Complete(ctx context.Context, ref workflow.Ref, c *workflow.Completion) (map[string]any, error) {
+	t := o.term()
+	if t == nil || t.epoch != c.Epoch {
+		return nil, errNotLeader
+	}
+	ctx, cancel := inTerm(ctx, t)
+	defer cancel()
+	mark := o.rec.markOp(ref, c)
+	if len(c.Fields) > 0 {
+		w := store.Write{Changer: c.Changer, Cause: "step " + c.Step, Guard: t.guard, Also: []clientv3.Op{mark}}
+		body, op, err := o.writeFields(ctx, ref, w, c.Fields)
+		if err != nil || op != store.Unchanged {
+			return body, err
+		}
+	}
+	return nil, t.marks.put(ctx, mark)
+}
+
+// leaderOnly runs an in-process controller's step in the current term:
+// its writes are guarded, and it is cancelled when the term ends.
+func (o *Orchestrator) leaderOnly(h workflow.Handler) workflow.Handler {
+	return func(ctx context.Context, item *workflow.WorkItem, log func(string, map[string]any)) workflow.Result {
+		t := o.term()
+		if t == nil {
+			return workflow.Result{Err: errNotLeader.Error()}
+		}
+		ctx, cancel := inTerm(ctx, t)
+		defer cancel()
+		return h(ctx, item, log)
+	}
+}
+
+// Remove deletes an object whose down run finished, with the completions
+// of its steps. It implements workflow.Objects.
 func (o *Orchestrator) Remove(ctx context.Context, ref workflow.Ref) error {
-	_, err := o.store.Delete(ctx, fromRef(ref), store.Write{Changer: "controller:workflow", Cause: "delete: stopped"})
+	t := o.term()
+	if t == nil {
+		return errNotLeader
+	}
+	_, err := o.store.Delete(ctx, fromRef(ref), store.Write{Changer: "controller:workflow", Cause: "delete: stopped",
+		Guard: t.guard, Also: []clientv3.Op{o.rec.dropMarksOp(ref)}})
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		o.log.Error("remove after deletion run", "object", ref, "err", err)
 	}
@@ -535,8 +616,10 @@ func (o *Orchestrator) Runs(ctx context.Context, ref api.Ref) ([]workflow.RunRec
 // the newest keepRuns per object.
 type runRecorder struct {
 	kv       *clientv3.Client
-	prefix   string
+	prefix   string // of run records: PREFIX/runs/
+	marks    string // of step completions: PREFIX/steps/
 	log      *slog.Logger
+	o        *Orchestrator // whose term guards the writes
 	mu       sync.Mutex
 	dirty    map[string]workflow.RunRecord // key → newest copy; guarded by mu
 	flushing map[string]workflow.RunRecord // what flush is writing; guarded by mu
@@ -556,19 +639,32 @@ func (r *runRecorder) objPrefix(kind, ns, name string) string {
 	return r.prefix + kind + "/" + ns + "/" + name + "/"
 }
 
+// Record takes a run's record to write; a server that does not lead
+// records nothing (its engine is being reset).
 func (r *runRecorder) Record(rec workflow.RunRecord) {
+	if !r.o.IsLeader() {
+		return
+	}
 	r.mu.Lock()
 	r.dirty[r.objPrefix(rec.Kind, rec.Namespace, rec.Name)+rec.ID] = rec
 	r.mu.Unlock()
 }
 
+// run writes records until ctx (a term's) ends, then what is left, if
+// the term's guard still holds (a leader that steps down), and drops the
+// rest.
 func (r *runRecorder) run(ctx context.Context) {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			r.flush(context.Background())
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			r.flush(fctx)
+			cancel()
+			r.mu.Lock()
+			clear(r.dirty)
+			r.mu.Unlock()
 			return
 		case <-t.C:
 			r.flush(ctx)
@@ -576,8 +672,13 @@ func (r *runRecorder) run(ctx context.Context) {
 	}
 }
 
-// flush writes the runs recorded since the last flush.
+// flush writes the runs recorded since the last flush, guarded by the
+// term of ctx.
 func (r *runRecorder) flush(ctx context.Context) {
+	var guard []clientv3.Cmp
+	if t := termOf(ctx); t != nil {
+		guard = t.guard
+	}
 	r.mu.Lock()
 	dirty := r.dirty
 	r.dirty, r.flushing = map[string]workflow.RunRecord{}, dirty
@@ -601,7 +702,7 @@ func (r *runRecorder) flush(ctx context.Context) {
 		}
 	}
 	for ops := range slices.Chunk(puts, recordOps) {
-		if _, err := r.kv.Txn(ctx).Then(ops...).Commit(); err != nil {
+		if err := guarded(r.kv.Txn(ctx).If(guard...).Then(ops...).Commit()); err != nil {
 			r.log.Warn("record runs", "runs", len(ops), "err", err)
 		}
 	}
@@ -625,7 +726,7 @@ func (r *runRecorder) flush(ctx context.Context) {
 			}
 		}
 		for ops := range slices.Chunk(dels, recordOps) {
-			if _, err := r.kv.Txn(ctx).Then(ops...).Commit(); err != nil {
+			if err := guarded(r.kv.Txn(ctx).If(guard...).Then(ops...).Commit()); err != nil {
 				r.log.Warn("drop old runs", "err", err)
 			}
 		}
@@ -635,13 +736,19 @@ func (r *runRecorder) flush(ctx context.Context) {
 // load reads an object's recorded runs, oldest first, with those not
 // yet written.
 func (r *runRecorder) load(ctx context.Context, ref api.Ref) ([]workflow.RunRecord, error) {
-	p := r.objPrefix(ref.Kind, ref.Namespace, ref.Name)
-	resp, err := r.kv.Get(ctx, p, clientv3.WithPrefix())
+	resp, err := r.kv.Get(ctx, r.objPrefix(ref.Kind, ref.Namespace, ref.Name), clientv3.WithPrefix())
 	if err != nil {
 		return nil, err
 	}
+	return r.withUnwritten(ref, resp.Kvs), nil
+}
+
+// withUnwritten decodes an object's stored runs and adds those not yet
+// written, oldest first.
+func (r *runRecorder) withUnwritten(ref api.Ref, kvs []*mvccpb.KeyValue) []workflow.RunRecord {
+	p := r.objPrefix(ref.Kind, ref.Namespace, ref.Name)
 	byID := map[string]workflow.RunRecord{}
-	for _, kv := range resp.Kvs {
+	for _, kv := range kvs {
 		var rec workflow.RunRecord
 		if decodeRun(kv.Value, &rec) == nil {
 			byID[rec.ID] = rec
@@ -661,5 +768,5 @@ func (r *runRecorder) load(ctx context.Context, ref api.Ref) ([]workflow.RunReco
 		out = append(out, rec)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Started.Before(out[j].Started) })
-	return out[max(len(out)-keepRuns, 0):], nil
+	return out[max(len(out)-keepRuns, 0):]
 }

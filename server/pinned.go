@@ -235,8 +235,9 @@ func (c *pinnedController) maybeRerunLocked(ns, name string) {
 		delete(c.rerunAt, key)
 		busy := c.active[key] > 0
 		c.mu.Unlock()
-		if busy {
-			return
+		t := c.o.term()
+		if busy || t == nil {
+			return // only the leader runs workflows
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -249,7 +250,7 @@ func (c *pinnedController) maybeRerunLocked(ns, name string) {
 		if err != nil {
 			return
 		}
-		if obs := c.observe(ref, spec); !obs.complete() {
+		if obs := c.observe(ref, spec); !obs.complete() && c.o.leading(t) {
 			c.o.Engine.Rerun(toObject(pd), "pods changed: "+obs.summary())
 		}
 	})
@@ -664,7 +665,7 @@ func (c *pinnedController) createPod(ctx context.Context, ref api.Ref, spec *api
 	for attempt := 0; ; attempt++ {
 		name := podName(ref.Name)
 		pod := podFromTemplate(ref, spec, version, name)
-		res, err := c.o.store.Mutate(ctx, pod.Ref(), store.Write{Changer: pinnedChanger, Cause: "step rollout"},
+		res, err := c.o.store.Mutate(ctx, pod.Ref(), c.o.asLeader(ctx, store.Write{Changer: pinnedChanger, Cause: "step rollout"}),
 			func(cur *api.Object) (*api.Object, error) {
 				if cur != nil {
 					return nil, errNameTaken
@@ -724,7 +725,7 @@ func (c *pinnedController) keepImages(ctx context.Context, pod api.Object, image
 // rewritePod changes a pod the PinnedDeployment still has, with field
 // ownership checked; a pod gone or going meanwhile is left alone.
 func (c *pinnedController) rewritePod(ctx context.Context, pod api.Object, change func(next *api.Object)) error {
-	res, err := c.o.store.Mutate(ctx, pod.Ref(), store.Write{Changer: pinnedChanger, Cause: "step rollout"},
+	res, err := c.o.store.Mutate(ctx, pod.Ref(), c.o.asLeader(ctx, store.Write{Changer: pinnedChanger, Cause: "step rollout"}),
 		func(cur *api.Object) (*api.Object, error) {
 			if cur == nil || cur.Meta.Deleting != nil || cur.Meta.Owner != pod.Meta.Owner {
 				return nil, nil
@@ -748,7 +749,7 @@ func (c *pinnedController) rewritePod(ctx context.Context, pod api.Object, chang
 
 // deletePod asks for a pod's deletion: its down workflow stops it.
 func (c *pinnedController) deletePod(ctx context.Context, ref api.Ref) error {
-	res, err := c.o.store.RequestDeletion(ctx, ref, store.Write{Changer: pinnedChanger, Cause: "step rollout"})
+	res, err := c.o.store.RequestDeletion(ctx, ref, c.o.asLeader(ctx, store.Write{Changer: pinnedChanger, Cause: "step rollout"}))
 	if store.IsNotFound(err) {
 		return nil
 	}
@@ -819,13 +820,8 @@ func (c *pinnedController) step(ctx context.Context, item *workflow.WorkItem, lo
 	return c.rollout(ctx, item, log)
 }
 
-// follow feeds PinnedDeployments to the engine until ctx ends.
-func (c *pinnedController) follow(ctx context.Context, done func()) {
-	c.o.follow(ctx, "PinnedDeployment", func(ev store.Event) {
-		if ev.Type == store.Deleted {
-			c.o.Engine.Forget(toRef(ev.Object.Ref()))
-			return
-		}
-		c.o.Engine.Submit(toObject(ev.Object))
-	}, func(objs []api.Object) { c.o.submitAll(ctx, objs) }, done)
+// follow feeds PinnedDeployments to the engine until ctx ends
+// (the leader's: ctx is its term's).
+func (c *pinnedController) follow(ctx context.Context) {
+	c.o.follow(ctx, "PinnedDeployment", c.o.feed, func(objs []api.Object, t *term) { c.o.submitAll(ctx, objs, t) })
 }

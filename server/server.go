@@ -332,6 +332,9 @@ func (s *Server) objects(w http.ResponseWriter, r *http.Request, tok Token) erro
 	case sub == "" && r.Method == http.MethodDelete:
 		return s.delete(w, r, tok, p.ref())
 	case sub == "runs" && r.Method == http.MethodGet:
+		if passed, err := s.toLeader(w, r, true); passed { // it has the runs in progress
+			return err
+		}
 		runs, err := s.orch.Runs(r.Context(), p.ref())
 		if err != nil {
 			return err

@@ -17,7 +17,9 @@ import (
 
 // Work dispatch: controllers and nodes long-poll for work items meant for
 // them, report log lines, and complete each item with field writes or an
-// error. In-process controllers use the same engine without HTTP.
+// error. In-process controllers use the same engine without HTTP. Only
+// the leader has work: a server that does not lead passes these requests
+// to it (toLeader).
 
 // MaxWorkWait bounds a long poll.
 const MaxWorkWait = 60 * time.Second
@@ -77,6 +79,9 @@ const MaxWorkBatch = 4096
 func (s *Server) takeWork(w http.ResponseWriter, r *http.Request, tok Token) error {
 	_, err := destination(tok)
 	if err != nil {
+		return err
+	}
+	if passed, err := s.toLeader(w, r, false); passed {
 		return err
 	}
 	wait := 30 * time.Second
@@ -147,6 +152,9 @@ type WorkLog struct {
 }
 
 func (s *Server) logWork(w http.ResponseWriter, r *http.Request, tok Token) error {
+	if passed, err := s.toLeader(w, r, false); passed {
+		return err
+	}
 	it, err := s.workItem(r, tok)
 	if err != nil {
 		return err
@@ -167,6 +175,9 @@ func (s *Server) logWork(w http.ResponseWriter, r *http.Request, tok Token) erro
 }
 
 func (s *Server) completeWork(w http.ResponseWriter, r *http.Request, tok Token) error {
+	if passed, err := s.toLeader(w, r, false); passed {
+		return err
+	}
 	it, err := s.workItem(r, tok)
 	if err != nil {
 		return err

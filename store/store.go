@@ -63,6 +63,37 @@ type Write struct {
 	// Expect, when non-zero, is the revision the writer based its change on.
 	// If the object has moved on, the write fails with ErrConflict.
 	Expect int64
+	// Guard, when set, are compares that must hold when the write is
+	// applied, in the same transaction; if one does not, nothing is
+	// written and the write fails with ErrGuard. A leader's writes carry
+	// a compare on its election key, so a deposed one writes nothing.
+	Guard []clientv3.Cmp
+	// Also are operations on keys outside the store's (a step's
+	// completion marker) committed in the same transaction as the write,
+	// and only with it. A write that changes nothing commits none.
+	Also []clientv3.Op
+}
+
+// ErrGuard means a write's Guard did not hold: nothing was written.
+var ErrGuard = errors.New("the writer's guard does not hold")
+
+// commit runs a write's transaction: cmps then ops, with w's guard and
+// extra operations. succeeded reports whether cmps held; a guard that
+// does not hold is ErrGuard.
+func (s *Store) commit(ctx context.Context, w Write, cmps []clientv3.Cmp, ops ...clientv3.Op) (resp *clientv3.TxnResponse, succeeded bool, err error) {
+	ops = append(ops, w.Also...)
+	if len(w.Guard) == 0 {
+		resp, err = s.kv.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		return resp, err == nil && resp.Succeeded, err
+	}
+	resp, err = s.kv.Txn(ctx).If(w.Guard...).Then(clientv3.OpTxn(cmps, ops, nil)).Commit()
+	if err != nil {
+		return nil, false, err
+	}
+	if !resp.Succeeded {
+		return nil, false, ErrGuard
+	}
+	return resp, resp.Responses[0].GetResponseTxn().Succeeded, nil
 }
 
 // Op says what a write did.
@@ -371,15 +402,12 @@ func (s *Store) write(ctx context.Context, ref api.Ref, w Write, b *base, next *
 	if n := len(ob) + len(rb); n > MaxRequestBytes-64<<10 {
 		return Result{}, false, fmt.Errorf("%s: %w: the object and its revision are %d bytes, more than etcd takes in one request (%d)", ref, ErrTooLarge, n, MaxRequestBytes)
 	}
-	resp, err := s.kv.Txn(ctx).If(cmps...).Then(
-		clientv3.OpPut(key, ob),
-		clientv3.OpPut(s.histKey(ref, rec.Rev), rb),
-	).Commit()
+	resp, ok, err := s.commit(ctx, w, cmps, clientv3.OpPut(key, ob), clientv3.OpPut(s.histKey(ref, rec.Rev), rb))
 	if err != nil {
 		s.known.forget(key)
 		return Result{}, false, fmt.Errorf("%s: write: %w", ref, err)
 	}
-	if !resp.Succeeded {
+	if !ok {
 		return Result{}, false, s.read(ctx, ref, b, true)
 	}
 	s.known.put(key, ob, resp.Header.Revision)
@@ -426,14 +454,12 @@ func (s *Store) Delete(ctx context.Context, ref api.Ref, w Write) (api.Object, e
 		if err != nil {
 			return api.Object{}, err
 		}
-		resp, err := s.kv.Txn(ctx).
-			If(clientv3.Compare(clientv3.ModRevision(s.objKey(ref)), "=", modRev)).
-			Then(clientv3.OpDelete(s.objKey(ref)), clientv3.OpPut(s.histKey(ref, rec.Rev), rb)).
-			Commit()
+		_, ok, err := s.commit(ctx, w, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.objKey(ref)), "=", modRev)},
+			clientv3.OpDelete(s.objKey(ref)), clientv3.OpPut(s.histKey(ref, rec.Rev), rb))
 		if err != nil {
 			return api.Object{}, fmt.Errorf("%s: delete: %w", ref, err)
 		}
-		if resp.Succeeded {
+		if ok {
 			s.known.forget(s.objKey(ref))
 			cur.Meta.Revision = rec.Rev
 			return *cur, nil

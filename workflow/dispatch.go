@@ -82,6 +82,7 @@ type Queue struct {
 	pending map[string][]*WorkItem // destination → items, oldest first; guarded by mu
 	wake    map[string]chan struct{}
 	groups  map[string]*group // group name → its destinations with items; guarded by mu
+	cleared chan struct{}     // closed by Clear, so that takers waiting return; guarded by mu
 }
 
 // group is a set of destinations taken from together.
@@ -96,6 +97,7 @@ func (q *Queue) initLocked() {
 		q.pending = map[string][]*WorkItem{}
 		q.wake = map[string]chan struct{}{}
 		q.groups = map[string]*group{}
+		q.cleared = make(chan struct{})
 	}
 }
 
@@ -163,13 +165,31 @@ func (q *Queue) Take(ctx context.Context, dest string, max int) []*WorkItem {
 			ch = make(chan struct{})
 			q.wake[dest] = ch
 		}
+		cleared := q.cleared
 		q.mu.Unlock()
 		select {
 		case <-ch:
+		case <-cleared:
+			return nil
 		case <-ctx.Done():
 			return nil
 		}
 	}
+}
+
+// Clear drops every item waiting, and takers waiting return with none: a
+// server that stops leading withdraws its work (takers reporting on it
+// are told it is stale), and its takers ask again, of the next leader.
+func (q *Queue) Clear() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.initLocked()
+	clear(q.pending)
+	for _, g := range q.groups {
+		clear(g.dests)
+	}
+	close(q.cleared)
+	q.cleared = make(chan struct{})
 }
 
 // Pending counts items waiting for a destination.
@@ -224,10 +244,12 @@ func (q *Queue) TakeGroup(ctx context.Context, name string, match func(dest stri
 		if g.wake == nil {
 			g.wake = make(chan struct{})
 		}
-		ch := g.wake
+		ch, cleared := g.wake, q.cleared
 		q.mu.Unlock()
 		select {
 		case <-ch:
+		case <-cleared:
+			return nil
 		case <-ctx.Done():
 			return nil
 		}

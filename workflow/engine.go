@@ -32,6 +32,10 @@ type Object struct {
 	Ref
 	Generation int64
 	Deleting   bool
+	// Created is when the object was created: with its Ref, it names one
+	// incarnation of the object (a name deleted and used again is
+	// another). Zero when unknown.
+	Created time.Time
 	// Body is the object's labels, spec and status as a JSON tree.
 	Body map[string]any
 }
@@ -135,6 +139,7 @@ type Engine struct {
 	// changed holds the runs changed since the Recorder last got them;
 	// a flush is pending while it is not empty.
 	changed map[*run]bool
+	epoch   int64 // how many times Reset ran; guarded by mu
 }
 
 // objState is everything the engine keeps per object. Guarded by Engine.mu.
@@ -148,6 +153,7 @@ type objState struct {
 	history []RunRecord       // finished runs, oldest first, at most KeepRuns
 	ended   string            // how the last finished run ended ("" if none)
 	success map[string]string // step → read hash of its last success
+	resume  []resumable       // runs an earlier engine left unfinished, oldest first (Seed)
 	last    struct {          // the state the last done or failed run was for
 		gen   int64
 		phase string
@@ -221,26 +227,6 @@ func (e *Engine) SetGraphs(gs []*Graph) {
 	e.mu.Unlock()
 }
 
-// Seed restores what an earlier engine knew of an object: its finished runs
-// (oldest first), so that steps that succeeded are not repeated.
-func (e *Engine) Seed(ref Ref, runs []RunRecord) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	st := e.state(ref)
-	for _, r := range runs {
-		e.endedLocked(st, r)
-		if r.State == RunDone || r.State == RunFailed {
-			st.last.gen, st.last.phase = r.Generation, r.Phase
-		}
-		for _, s := range r.Steps {
-			if s.State == Done && s.ReadHash != "" {
-				st.success[s.Name] = s.ReadHash
-			}
-		}
-	}
-	e.settledLocked(st)
-}
-
 // endedLocked files a finished run of st's.
 func (e *Engine) endedLocked(st *objState, r RunRecord) {
 	st.ended = r.State
@@ -292,7 +278,7 @@ func (e *Engine) Submit(obj Object) {
 		phase = Down
 	}
 	g := e.graphs[obj.Kind+"/"+phase]
-	var actions []func()
+	actions := e.resumeLocked(st, phase)
 	switch {
 	case st.active != nil && st.active.rec.Generation == obj.Generation && st.active.rec.Phase == phase:
 		// This run is the one for this state.
@@ -374,7 +360,7 @@ func (e *Engine) Rerun(obj Object, cause string) {
 	if obj.Deleting {
 		phase = Down
 	}
-	var actions []func()
+	actions := e.resumeLocked(st, phase)
 	if st.active != nil {
 		actions = append(actions, e.supersedeLocked(st.active)...)
 	}
@@ -717,16 +703,18 @@ func (e *Engine) Complete(itemID string, res Result) error {
 	}
 	e.setItemLocked(itemID, nil)
 	ref := a.run.state.obj.Ref
-	changer, step := "controller:"+a.item.Controller, a.item.Step
-	if a.item.Where == "node" {
-		changer = "node:" + a.item.Node
-	}
+	c := e.completionLocked(a, res.Writes)
 	e.mu.Unlock()
 
 	var writeErr error
 	var body map[string]any
-	if res.Err == "" && len(res.Writes) > 0 {
-		body, writeErr = e.o.Objects.Write(context.Background(), ref, changer, step, res.Writes)
+	if res.Err == "" {
+		if cp, ok := e.o.Objects.(Completer); ok {
+			c.Finished = e.o.Now()
+			body, writeErr = cp.Complete(context.Background(), ref, c)
+		} else if len(res.Writes) > 0 {
+			body, writeErr = e.o.Objects.Write(context.Background(), ref, c.Changer, c.Step, res.Writes)
+		}
 	}
 
 	e.mu.Lock()
@@ -746,7 +734,10 @@ func (e *Engine) Complete(itemID string, res Result) error {
 		if body != nil {
 			r.state.obj.Body = body
 		}
-		t := e.o.Now()
+		t := c.Finished
+		if t.IsZero() {
+			t = e.o.Now()
+		}
 		sr.State, sr.Finished, sr.WaitingOn = Done, &t, nil
 		sr.Writes = sortedKeys(res.Writes)
 		if h := r.units[r.idx[sr.Name]].hash; h != "" {
