@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -101,11 +102,7 @@ func TestCluster(t *testing.T) {
 		t.Error("the API's certificate opened the peer port")
 	}
 
-	st, err := through("a").Servers(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := expectServers(st, "a", "b", "c"); err != nil {
+	if err := waitServers(ctx, through("a"), "a", "b", "c"); err != nil {
 		t.Fatalf("skiff servers through a: %v", err)
 	}
 
@@ -138,11 +135,7 @@ func TestCluster(t *testing.T) {
 	if _, err := through("d").Apply(ctx, pod, 0); err != nil {
 		t.Fatalf("apply through d: %v", err)
 	}
-	st, err = through("d").Servers(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := expectServers(st, "a", "b", "d"); err != nil {
+	if err := waitServers(ctx, through("d"), "a", "b", "d"); err != nil {
 		t.Fatalf("skiff servers through d: %v", err)
 	}
 
@@ -178,8 +171,26 @@ func peerGet(pki, name, peerURL string) error {
 	return nil
 }
 
+// waitServers waits until skiff servers lists exactly names, all healthy,
+// one of them the raft leader and one the controllers' leader (elections
+// take a few seconds after a start or a leader's death), and says what it
+// saw last if that does not happen within 30 seconds.
+func waitServers(ctx context.Context, c *client.Client, names ...string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := c.Servers(ctx)
+		if err == nil {
+			err = expectServers(st, names...)
+		}
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 // expectServers checks that exactly names are listed, all healthy, one of
-// them the raft leader.
+// them the raft leader and one the controllers' leader.
 func expectServers(st client.Servers, names ...string) error {
 	var got []string
 	leaders := 0
@@ -200,6 +211,9 @@ func expectServers(st client.Servers, names ...string) error {
 	}
 	if leaders != 1 {
 		return fmt.Errorf("%d raft leaders listed, want 1", leaders)
+	}
+	if !slices.Contains(names, st.ControllerLeader) {
+		return fmt.Errorf("the controllers' leader is %q, not one of %v", st.ControllerLeader, names)
 	}
 	return nil
 }

@@ -202,6 +202,15 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	// A lone embedded member has no other server to elect against: it
+	// leads without an election (SetIdentity with no name). Members of a
+	// cluster, and servers sharing an external etcd, campaign by name.
+	lone := local != nil && !local.Clustered()
+	if lone {
+		orch.SetIdentity("", apiURL)
+	} else {
+		orch.SetIdentity(o.Name, apiURL)
+	}
 	orchCtx, stopOrch := context.WithCancel(ctx)
 	orchDone := make(chan struct{})
 	go func() { orch.Run(orchCtx); close(orchDone) }()
@@ -214,6 +223,11 @@ func Run(ctx context.Context, o Options) error {
 		members = server.NewMembership(kv, prefix, self, local, ca)
 	} else {
 		members = server.NewMembership(kv, prefix, self, nil, ca)
+	}
+	if lone {
+		members.SetControllerLeader(func(context.Context) (string, string, error) { return o.Name, apiURL, nil })
+	} else {
+		members.SetControllerLeader(func(ctx context.Context) (string, string, error) { return server.Leader(ctx, kv, prefix) })
 	}
 	api.SetMembership(members)
 	advCtx, stopAdv := context.WithCancel(ctx)
