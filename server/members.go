@@ -111,6 +111,9 @@ type AddServerRequest struct {
 // LocalMember is the etcd member embedded in this server.
 type LocalMember interface {
 	Status() store.MemberStatus
+	// Clustered is false for a lone member, whose peer URL is a
+	// placeholder nothing listens on.
+	Clustered() bool
 }
 
 // Membership answers the /v1/servers endpoints of one server. Build it
@@ -224,7 +227,10 @@ func (m *Membership) localStatus() ServerStatus {
 		return st
 	}
 	ms := m.local.Status()
-	st.PeerURLs, st.Term, st.RaftIndex, st.Learner = ms.PeerURLs, ms.Term, ms.AppliedIndex, ms.Learner
+	st.Term, st.RaftIndex, st.Learner = ms.Term, ms.AppliedIndex, ms.Learner
+	if m.local.Clustered() {
+		st.PeerURLs = ms.PeerURLs
+	}
 	if ms.Leader == 0 {
 		st.Health, st.Error = HealthNoLeader, "its etcd member sees no raft leader: fewer than a quorum of members are reachable from it"
 	} else {
@@ -306,7 +312,10 @@ func (m *Membership) Status(ctx context.Context, auth string) (ServersStatus, er
 				name = memberHex(mem.ID)
 			}
 			st := line(name)
-			st.MemberID, st.PeerURLs, st.Learner = memberHex(mem.ID), mem.PeerURLs, mem.IsLearner
+			st.MemberID, st.Learner = memberHex(mem.ID), mem.IsLearner
+			if m.local.Clustered() {
+				st.PeerURLs = mem.PeerURLs
+			}
 			st.Health, st.Error = HealthDown, "no live registration: the server is not running, or is cut off from the quorum"
 			if mem.Name == "" {
 				st.Health, st.Error = HealthNotStarted, "added to the cluster but never started: start it with its join bundle, or remove it"
