@@ -24,7 +24,8 @@ import (
 // TestCluster forms a cluster of three servers whose embedded etcd members
 // talk peer TLS on loopback, writes through one server and reads through
 // another, removes a stopped server's member and joins a new server with
-// a bundle from skiff server add, as docs/ha.md tells an operator to.
+// a bundle from skiff server add, as docs/ha.md tells an operator to; then
+// it stops two of the three and asks the last what it sees.
 func TestCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts four servers with their etcd members")
@@ -137,6 +138,27 @@ func TestCluster(t *testing.T) {
 	}
 	if err := waitServers(ctx, through("d"), "a", "b", "d"); err != nil {
 		t.Fatalf("skiff servers through d: %v", err)
+	}
+
+	// Two of three gone: no quorum. The one left still says what it sees.
+	servers["b"].stop()
+	servers["d"].stop()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := through("a").Servers(ctx)
+		var a client.ServerStatus
+		for _, s := range st.Servers {
+			if s.Name == "a" {
+				a = s
+			}
+		}
+		if err == nil && a.Health == "no leader" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("skiff servers through a without a quorum: %v; a is %q, want no leader", err, a.Health)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 
 	for _, s := range servers {

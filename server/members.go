@@ -111,6 +111,9 @@ type AddServerRequest struct {
 // LocalMember is the etcd member embedded in this server.
 type LocalMember interface {
 	Status() store.MemberStatus
+	// Members lists the cluster's members as this member knows them,
+	// without a quorum.
+	Members() []store.MemberInfo
 	// Clustered is false for a lone member, whose peer URL is a
 	// placeholder nothing listens on.
 	Clustered() bool
@@ -302,17 +305,15 @@ func (m *Membership) Status(ctx context.Context, auth string) (ServersStatus, er
 	}
 	if m.local != nil {
 		out.Etcd = "embedded"
-		ml, err := m.kv.MemberList(ctx)
-		if err != nil {
-			return out, fmt.Errorf("etcd member list: %w", err)
-		}
-		for _, mem := range ml.Members {
+		// The members as this one knows them: this must answer when the
+		// quorum is lost, which is when an operator asks.
+		for _, mem := range m.local.Members() {
 			name := mem.Name
 			if name == "" { // added, never started: etcd learns its name when it starts
 				name = memberHex(mem.ID)
 			}
 			st := line(name)
-			st.MemberID, st.Learner = memberHex(mem.ID), mem.IsLearner
+			st.MemberID, st.Learner = memberHex(mem.ID), mem.Learner
 			if m.local.Clustered() {
 				st.PeerURLs = mem.PeerURLs
 			}
@@ -404,9 +405,13 @@ func (m *Membership) Status(ctx context.Context, auth string) (ServersStatus, er
 	leaderOf := m.leader
 	m.mu.Unlock()
 	if leaderOf != nil {
-		if name, u, err := leaderOf(ctx); err == nil {
+		// A linearizable read: without a quorum it would wait etcd's
+		// seven seconds to fail, and the rest of the answer matters more.
+		lctx, cancel := context.WithTimeout(ctx, statusTimeout)
+		if name, u, err := leaderOf(lctx); err == nil {
 			out.ControllerLeader, out.ControllerLeaderURL = name, u
 		}
+		cancel()
 	}
 	return out, nil
 }
