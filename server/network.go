@@ -41,10 +41,13 @@ func EnsureNetwork(ctx context.Context, kv *clientv3.Client, prefix, podPrefix s
 		return ClusterNetwork{}, err
 	}
 	if !found {
-		if !want.IsValid() {
-			want = ipam.RandomULA()
+		// A random pick is no wish: servers started together each pick
+		// one, and the first to store it decides for all.
+		pick := want
+		if !pick.IsValid() {
+			pick = ipam.RandomULA()
 		}
-		b, _ := json.Marshal(ClusterNetwork{PodPrefix: want.String()})
+		b, _ := json.Marshal(ClusterNetwork{PodPrefix: pick.String()})
 		// Only the first server to get here decides.
 		key := prefix + networkKey
 		if _, err := kv.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
