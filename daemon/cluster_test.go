@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
 
 	"skiff.dev/skiff/api"
 	"skiff.dev/skiff/client"
@@ -191,6 +194,86 @@ func peerGet(pki, name, peerURL string) error {
 		return fmt.Errorf("%s", resp.Status)
 	}
 	return nil
+}
+
+// TestExternalEtcd runs two servers on an etcd of their own (an external
+// cluster of one member here): skiff servers lists both, one leads the
+// controllers, a third server with a name taken is refused, and members
+// are left to etcd's tools.
+func TestExternalEtcd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an etcd and two servers")
+	}
+	dir := t.TempDir()
+	cfg := embed.NewConfig()
+	cfg.Dir = filepath.Join(dir, "etcd")
+	cfg.LogLevel = "error"
+	cfg.LogOutputs = []string{filepath.Join(dir, "etcd.log")}
+	cu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", freePort(t)))
+	pu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", freePort(t)))
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	etcd, err := embed.StartEtcd(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer etcd.Close()
+	<-etcd.Server.ReadyNotify()
+
+	var wg sync.WaitGroup
+	servers := map[string]*testServer{}
+	for _, name := range []string{"x", "y"} {
+		servers[name] = startServer(t, &wg, Options{DataDir: filepath.Join(dir, name), Name: name, EtcdEndpoints: []string{cu.String()}})
+		servers[name].waitReady(t)
+	}
+	var c client.Config
+	for _, name := range []string{"x", "y"} {
+		if got, err := client.LoadConfig(filepath.Join(dir, name, "config")); err == nil {
+			c = got
+		}
+	}
+	c.Servers = []string{servers["y"].info.URL}
+	cl, err := client.New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := cl.Servers(ctx)
+		if err == nil && st.Etcd != "external" {
+			t.Fatalf("etcd is %q, want external", st.Etcd)
+		}
+		if err == nil && len(st.Servers) == 2 && st.Servers[0].Name == "x" && st.Servers[1].Name == "y" &&
+			st.Servers[0].Health == "healthy" && st.Servers[1].Health == "healthy" && st.ControllerLeader != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("skiff servers: %v, %+v; want x and y healthy, one leading the controllers", err, st)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err := cl.RemoveServer(ctx, "x", false); !client.IsCode(err, "invalid") {
+		t.Errorf("remove on an external etcd: %v, want it refused as invalid", err)
+	}
+	dup := startServer(t, &wg, Options{DataDir: filepath.Join(dir, "x2"), Name: "x", EtcdEndpoints: []string{cu.String()}})
+	select {
+	case err := <-dup.done:
+		if err == nil || !strings.Contains(err.Error(), "another server named x") {
+			t.Errorf("a second server named x: %v, want it refused", err)
+		}
+		close(dup.done)
+	case <-dup.ready:
+		t.Error("a second server named x started")
+	case <-time.After(60 * time.Second):
+		t.Error("a second server named x neither started nor stopped in 60s")
+	}
+	for _, s := range servers {
+		s.stop()
+	}
+	wg.Wait()
 }
 
 // waitServers waits until skiff servers lists exactly names, all healthy,

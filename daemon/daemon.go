@@ -195,6 +195,19 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("server certificate: %w", err)
 	}
 	st := store.New(kv, store.Options{Prefix: prefix})
+	// This server as the others see it (skiff servers), before it
+	// campaigns for the controllers under its name.
+	self := server.ServerRecord{Name: o.Name, APIURL: apiURL}
+	var members *server.Membership
+	if local != nil {
+		members = server.NewMembership(kv, prefix, self, local, ca)
+	} else {
+		members = server.NewMembership(kv, prefix, self, nil, ca)
+		if err := members.CheckName(ctx); err != nil {
+			ln.Close()
+			return err
+		}
+	}
 	orch, err := server.NewOrchestrator(st, kv, prefix, o.Log, o.Builtins)
 	if err == nil {
 		orch.SetNodeLease(o.NodeLease, o.FailoverMargin)
@@ -217,13 +230,6 @@ func Run(ctx context.Context, o Options) error {
 	defer func() { stopOrch(); <-orchDone }()
 	api := server.New(st, tokens, orch)
 	api.SetTLS(ca, cert)
-	self := server.ServerRecord{Name: o.Name, APIURL: apiURL}
-	var members *server.Membership
-	if local != nil {
-		members = server.NewMembership(kv, prefix, self, local, ca)
-	} else {
-		members = server.NewMembership(kv, prefix, self, nil, ca)
-	}
 	if lone {
 		members.SetControllerLeader(func(context.Context) (string, string, error) { return o.Name, apiURL, nil })
 	} else {

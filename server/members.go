@@ -206,6 +206,22 @@ func (m *Membership) Advertise(ctx context.Context, log *slog.Logger) {
 	}
 }
 
+// CheckName refuses a name another running server has registered under
+// another API URL: two servers of one name would overwrite each other's
+// registration and campaign as one. Servers on an external etcd need it;
+// members of a cluster have names etcd keeps unique.
+func (m *Membership) CheckName(ctx context.Context) error {
+	recs, err := m.records(ctx)
+	if err != nil {
+		return err
+	}
+	if r, ok := recs[m.self.Name]; ok && r.APIURL != m.self.APIURL {
+		return fmt.Errorf("another server named %s is registered, at %s: give this one another --name (or, if that was this server before a restart, wait %s for its registration to lapse)",
+			m.self.Name, r.APIURL, RegistrationTTL)
+	}
+	return nil
+}
+
 // records reads the live registrations, from this member alone (a
 // serializable read answers without a quorum, which is when it matters).
 func (m *Membership) records(ctx context.Context) (map[string]ServerRecord, error) {
