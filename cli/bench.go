@@ -24,6 +24,7 @@ func benchCmd(e *env) *cobra.Command {
 	st.Flags().IntVar(&so.Writers, "writers", 16, "concurrent writers")
 	st.Flags().IntVar(&so.Objects, "objects", 10000, "objects to list")
 	st.Flags().IntVar(&so.HistoryLen, "history", 1000, "revisions in the queried history")
+	st.Flags().IntVar(&so.Members, "members", 1, "etcd members: 1 is a lone member (skiff up); 3 or 5 form one cluster in this process, TLS peers on loopback")
 	var wo bench.WorkflowOptions
 	wf := &cobra.Command{
 		Use:   "workflow",

@@ -123,6 +123,11 @@ func daemonLog(e *env) *slog.Logger {
 func runDaemon(cmd *cobra.Command, e *env, o daemon.Options) error {
 	o.Log = daemonLog(e)
 	o.Ready = func(info daemon.Info) {
+		if _, err := os.Stat(info.ConfigPath); err != nil {
+			// Another server of the cluster created the admin token.
+			fmt.Fprintf(e.stdout, "skiff is up at %s (data %s; the admin token and client config are in the data directory of the server that started the cluster)\n", info.URL, o.DataDir)
+			return
+		}
 		line := fmt.Sprintf("skiff is up at %s (data %s, client config %s", info.URL, o.DataDir, info.ConfigPath)
 		if info.UserConfig != "" && info.UserConfig != info.ConfigPath {
 			line += " and " + info.UserConfig

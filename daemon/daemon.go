@@ -195,6 +195,19 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("server certificate: %w", err)
 	}
 	st := store.New(kv, store.Options{Prefix: prefix})
+	// This server as the others see it (skiff servers), before it
+	// campaigns for the controllers under its name.
+	self := server.ServerRecord{Name: o.Name, APIURL: apiURL}
+	var members *server.Membership
+	if local != nil {
+		members = server.NewMembership(kv, prefix, self, local, ca)
+	} else {
+		members = server.NewMembership(kv, prefix, self, nil, ca)
+		if err := members.CheckName(ctx); err != nil {
+			ln.Close()
+			return err
+		}
+	}
 	orch, err := server.NewOrchestrator(st, kv, prefix, o.Log, o.Builtins)
 	if err == nil {
 		orch.SetNodeLease(o.NodeLease, o.FailoverMargin)
@@ -202,8 +215,13 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	if member != nil || len(o.EtcdEndpoints) > 0 {
-		// One of several servers: the controllers run on the elected one.
+	// A lone embedded member has no other server to elect against: it
+	// leads without an election (SetIdentity with no name). Members of a
+	// cluster, and servers sharing an external etcd, campaign by name.
+	lone := local != nil && !local.Clustered()
+	if lone {
+		orch.SetIdentity("", apiURL)
+	} else {
 		orch.SetIdentity(o.Name, apiURL)
 	}
 	orchCtx, stopOrch := context.WithCancel(ctx)
@@ -212,14 +230,11 @@ func Run(ctx context.Context, o Options) error {
 	defer func() { stopOrch(); <-orchDone }()
 	api := server.New(st, tokens, orch)
 	api.SetTLS(ca, cert)
-	self := server.ServerRecord{Name: o.Name, APIURL: apiURL}
-	var members *server.Membership
-	if local != nil {
-		members = server.NewMembership(kv, prefix, self, local, ca)
+	if lone {
+		members.SetControllerLeader(func(context.Context) (string, string, error) { return o.Name, apiURL, nil })
 	} else {
-		members = server.NewMembership(kv, prefix, self, nil, ca)
+		members.SetControllerLeader(func(ctx context.Context) (string, string, error) { return server.Leader(ctx, kv, prefix) })
 	}
-	members.SetControllerLeader(func(ctx context.Context) (string, string, error) { return server.Leader(ctx, kv, prefix) })
 	api.SetMembership(members)
 	advCtx, stopAdv := context.WithCancel(ctx)
 	advDone := make(chan struct{})

@@ -42,6 +42,10 @@ import (
 // renewal.
 const RegistrationTTL = 10 * time.Second
 
+// addPatience is how long an added member waits for etcd to find every
+// member connected (etcd wants five seconds of it).
+const addPatience = 10 * time.Second
+
 // statusTimeout bounds the call to each server for its status.
 const statusTimeout = 2 * time.Second
 
@@ -107,6 +111,12 @@ type AddServerRequest struct {
 // LocalMember is the etcd member embedded in this server.
 type LocalMember interface {
 	Status() store.MemberStatus
+	// Members lists the cluster's members as this member knows them,
+	// without a quorum.
+	Members() []store.MemberInfo
+	// Clustered is false for a lone member, whose peer URL is a
+	// placeholder nothing listens on.
+	Clustered() bool
 }
 
 // Membership answers the /v1/servers endpoints of one server. Build it
@@ -196,6 +206,22 @@ func (m *Membership) Advertise(ctx context.Context, log *slog.Logger) {
 	}
 }
 
+// CheckName refuses a name another running server has registered under
+// another API URL: two servers of one name would overwrite each other's
+// registration and campaign as one. Servers on an external etcd need it;
+// members of a cluster have names etcd keeps unique.
+func (m *Membership) CheckName(ctx context.Context) error {
+	recs, err := m.records(ctx)
+	if err != nil {
+		return err
+	}
+	if r, ok := recs[m.self.Name]; ok && r.APIURL != m.self.APIURL {
+		return fmt.Errorf("another server named %s is registered, at %s: give this one another --name (or, if that was this server before a restart, wait %s for its registration to lapse)",
+			m.self.Name, r.APIURL, RegistrationTTL)
+	}
+	return nil
+}
+
 // records reads the live registrations, from this member alone (a
 // serializable read answers without a quorum, which is when it matters).
 func (m *Membership) records(ctx context.Context) (map[string]ServerRecord, error) {
@@ -220,7 +246,10 @@ func (m *Membership) localStatus() ServerStatus {
 		return st
 	}
 	ms := m.local.Status()
-	st.PeerURLs, st.Term, st.RaftIndex, st.Learner = ms.PeerURLs, ms.Term, ms.AppliedIndex, ms.Learner
+	st.Term, st.RaftIndex, st.Learner = ms.Term, ms.AppliedIndex, ms.Learner
+	if m.local.Clustered() {
+		st.PeerURLs = ms.PeerURLs
+	}
 	if ms.Leader == 0 {
 		st.Health, st.Error = HealthNoLeader, "its etcd member sees no raft leader: fewer than a quorum of members are reachable from it"
 	} else {
@@ -292,17 +321,18 @@ func (m *Membership) Status(ctx context.Context, auth string) (ServersStatus, er
 	}
 	if m.local != nil {
 		out.Etcd = "embedded"
-		ml, err := m.kv.MemberList(ctx)
-		if err != nil {
-			return out, fmt.Errorf("etcd member list: %w", err)
-		}
-		for _, mem := range ml.Members {
+		// The members as this one knows them: this must answer when the
+		// quorum is lost, which is when an operator asks.
+		for _, mem := range m.local.Members() {
 			name := mem.Name
 			if name == "" { // added, never started: etcd learns its name when it starts
 				name = memberHex(mem.ID)
 			}
 			st := line(name)
-			st.MemberID, st.PeerURLs, st.Learner = memberHex(mem.ID), mem.PeerURLs, mem.IsLearner
+			st.MemberID, st.Learner = memberHex(mem.ID), mem.Learner
+			if m.local.Clustered() {
+				st.PeerURLs = mem.PeerURLs
+			}
 			st.Health, st.Error = HealthDown, "no live registration: the server is not running, or is cut off from the quorum"
 			if mem.Name == "" {
 				st.Health, st.Error = HealthNotStarted, "added to the cluster but never started: start it with its join bundle, or remove it"
@@ -391,9 +421,13 @@ func (m *Membership) Status(ctx context.Context, auth string) (ServersStatus, er
 	leaderOf := m.leader
 	m.mu.Unlock()
 	if leaderOf != nil {
-		if name, u, err := leaderOf(ctx); err == nil {
+		// A linearizable read: without a quorum it would wait etcd's
+		// seven seconds to fail, and the rest of the answer matters more.
+		lctx, cancel := context.WithTimeout(ctx, statusTimeout)
+		if name, u, err := leaderOf(lctx); err == nil {
 			out.ControllerLeader, out.ControllerLeaderURL = name, u
 		}
+		cancel()
 	}
 	return out, nil
 }
@@ -442,8 +476,8 @@ func (m *Membership) Remove(ctx context.Context, name string, force bool) (strin
 		}
 	}
 	if _, err := m.kv.MemberRemove(ctx, mem.ID); err != nil {
-		if errors.Is(err, rpctypes.ErrUnhealthy) {
-			return "", &statusError{kind: errConflict, msg: fmt.Sprintf("etcd refuses to remove %s: the members left would have too few started ones for a quorum (bring a dead member back, or remove dead ones first)", name)}
+		if errors.Is(err, rpctypes.ErrMemberNotEnoughStarted) {
+			return "", &statusError{kind: errConflict, msg: fmt.Sprintf("etcd refuses to remove %s: the members left would have too few running ones for a quorum (bring a dead member back first)", name)}
 		}
 		return "", fmt.Errorf("remove etcd member %s: %w", name, err)
 	}
@@ -489,11 +523,27 @@ func (m *Membership) Add(ctx context.Context, name, peerURL string) (store.PeerB
 	if err != nil {
 		return store.PeerBundle{}, fmt.Errorf("peer certificate for %s: %w", name, err)
 	}
-	resp, err := m.kv.MemberAdd(ctx, []string{peerURL})
-	if err != nil {
-		if errors.Is(err, rpctypes.ErrUnhealthy) {
-			return store.PeerBundle{}, &statusError{kind: errConflict, msg: "etcd refuses to add a member now: with it, the cluster would need more started members for a quorum than it has. Remove dead members first (skiff server remove NAME)"}
+	// etcd adds a member only when every member has been connected to
+	// this one for five seconds; right after a start or a removal it says
+	// "unhealthy" for a moment, so wait that out.
+	var resp *clientv3.MemberAddResponse
+	for deadline := time.Now().Add(addPatience); ; {
+		resp, err = m.kv.MemberAdd(ctx, []string{peerURL})
+		if !errors.Is(err, rpctypes.ErrUnhealthy) || time.Now().After(deadline) {
+			break
 		}
+		select {
+		case <-ctx.Done():
+			return store.PeerBundle{}, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	switch {
+	case errors.Is(err, rpctypes.ErrMemberNotEnoughStarted):
+		return store.PeerBundle{}, &statusError{kind: errConflict, msg: "etcd refuses to add a member now: with it, the cluster would need more running members for a quorum than it has. Remove dead members first (skiff server remove NAME)"}
+	case errors.Is(err, rpctypes.ErrUnhealthy):
+		return store.PeerBundle{}, &statusError{kind: errConflict, msg: "etcd refuses to add a member now: not every member is connected to the others (skiff servers shows which is down); remove dead members first (skiff server remove NAME)"}
+	case err != nil:
 		return store.PeerBundle{}, fmt.Errorf("add etcd member %s: %w", name, err)
 	}
 	var peers []store.Peer

@@ -46,17 +46,24 @@ func (ca *CA) KeyPEM() []byte {
 // serving and dialling peers) covering hosts, the hosts of the member's
 // peer URLs. It returns the certificate and its key, PEM encoded.
 func (ca *CA) PeerCert(hosts []string) (certPEM, keyPEM []byte, err error) {
+	return ca.issue(store.PeerCommonName, hosts, 10, x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth)
+}
+
+// issue makes a key and a certificate for it from the CA: subject cn,
+// names and addresses hosts, valid for years, for usages. It returns both,
+// PEM encoded.
+func (ca *CA) issue(cn string, hosts []string, years int, usages ...x509.ExtKeyUsage) (certPEM, keyPEM []byte, err error) {
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: store.PeerCommonName},
+		Subject:      pkix.Name{CommonName: cn},
 		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().AddDate(10, 0, 0),
+		NotAfter:     time.Now().AddDate(years, 0, 0),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		ExtKeyUsage:  usages,
 	}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {

@@ -214,7 +214,10 @@ func (t *Tokens) Verify(ctx context.Context, secret string) (Token, error) {
 // watch starts the watch that forgets changed and revoked tokens, from
 // the store's current revision, unless one runs.
 func (t *Tokens) watch(ctx context.Context) error {
-	resp, err := t.kv.Get(ctx, t.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	// A serializable read: a member cut off from its quorum still verifies
+	// tokens (as Verify reads them), so that skiff servers can say so; a
+	// revision older than the cluster's only makes the watch replay more.
+	resp, err := t.kv.Get(ctx, t.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly(), clientv3.WithSerializable())
 	if err != nil {
 		return fmt.Errorf("read tokens: %w", err)
 	}

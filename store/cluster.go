@@ -266,6 +266,25 @@ func (e *Embedded) Status() MemberStatus {
 	return st
 }
 
+// MemberInfo is one member of the cluster as a member knows it.
+type MemberInfo struct {
+	ID       uint64
+	Name     string // "" for a member added but never started
+	PeerURLs []string
+	Learner  bool
+}
+
+// Members lists the cluster's members as this member knows them, from
+// memory: it answers without a quorum (etcd's MemberList wants one), and
+// may be behind a membership change it has not applied yet.
+func (e *Embedded) Members() []MemberInfo {
+	var out []MemberInfo
+	for _, m := range e.etcd.Server.Cluster().Members() {
+		out = append(out, MemberInfo{ID: uint64(m.ID), Name: m.Name, PeerURLs: m.PeerURLs, Learner: m.IsLearner})
+	}
+	return out
+}
+
 // Done is closed when the member stops: closed by Close, failed, or removed
 // from the cluster by another member.
 func (e *Embedded) Done() <-chan struct{} { return e.etcd.Server.StopNotify() }
