@@ -213,12 +213,18 @@ func copiesOf(t *testing.T, l *lab.Lab, pod string) map[string]string {
 	out := map[string]string{}
 	for _, n := range l.Nodes() {
 		for _, c := range runcList(n) {
-			if c.Status == "running" && strings.HasPrefix(c.ID, "default_"+pod+"_") {
+			if c.runs(pod) {
 				out[n.Name] = c.ID + "@" + c.Created
 			}
 		}
 	}
 	return out
+}
+
+// runs reports whether c is a running container of the pod (namespace
+// default).
+func (c runcContainer) runs(pod string) bool {
+	return c.Status == "running" && strings.HasPrefix(c.ID, "default_"+pod+"_")
 }
 
 type runcContainer struct {
@@ -260,7 +266,7 @@ func startSampler(t *testing.T, l *lab.Lab, pods ...string) *sampler {
 			for _, n := range l.Nodes() {
 				for _, c := range runcList(n) {
 					for _, p := range pods {
-						if c.Status == "running" && strings.HasPrefix(c.ID, "default_"+p+"_") {
+						if c.runs(p) {
 							smp.copies[p] = append(smp.copies[p], n.Name)
 						}
 					}
