@@ -1,9 +1,7 @@
 package server
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -338,44 +336,35 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, tok Token) er
 			return badRequest("heartbeat writes %s: only status fields", p)
 		}
 	}
-	cur, err := s.store.Get(r.Context(), ref)
-	if err != nil {
-		return err
+	for p := range req.Status {
+		if _, err := fieldpath.Parse(p); err != nil {
+			return badRequest("heartbeat writes %q: %v", p, err)
+		}
+	}
+	// Every field reported is written; the store writes a revision only
+	// if one changed, and proves the Node it compared against current
+	// (a heartbeat reads no etcd when the store knows the Node).
+	var writeErr error
+	if len(req.Status) > 0 {
+		_, writeErr = s.orch.Write(r.Context(), toRef(ref), tok.Identity, "", req.Status)
+	} else {
+		_, writeErr = s.store.Get(r.Context(), ref)
+	}
+	if errors.Is(writeErr, store.ErrNotFound) {
+		return writeErr
 	}
 	if err := s.orch.leases.renew(r.Context(), ref.Name); err != nil {
 		return fmt.Errorf("renew node %s's lease: %w", ref.Name, err)
 	}
-	changed := map[string]any{}
-	body := bodyOf(&cur)
-	for p, v := range req.Status {
-		fp, err := fieldpath.Parse(p)
-		if err != nil {
-			return badRequest("heartbeat writes %q: %v", p, err)
+	if writeErr != nil {
+		var no *ownership.NotOwnerError
+		if errors.As(writeErr, &no) {
+			return &statusError{kind: errForbidden, msg: writeErr.Error()}
 		}
-		old, _ := fieldpath.Get(body, fp)
-		if !jsonEqual(old, v) {
-			changed[p] = v
-		}
-	}
-	if len(changed) > 0 {
-		if _, err := s.orch.Write(r.Context(), toRef(ref), tok.Identity, "", changed); err != nil {
-			var no *ownership.NotOwnerError
-			if errors.As(err, &no) {
-				return &statusError{kind: errForbidden, msg: err.Error()}
-			}
-			return err
-		}
+		return writeErr
 	}
 	writeJSON(w, 200, HeartbeatResponse{Lease: s.orch.life.lease.String(), FailoverMargin: s.orch.life.margin.String()})
 	return nil
-}
-
-// jsonEqual compares a stored value with one decoded from a request, as
-// JSON: numbers are float64 on both sides once encoded.
-func jsonEqual(a, b any) bool {
-	x, err1 := json.Marshal(a)
-	y, err2 := json.Marshal(b)
-	return err1 == nil && err2 == nil && bytes.Equal(x, y)
 }
 
 // withLease adds to a Node what the servers know of it and do not store

@@ -500,6 +500,14 @@ func (c *placeCache) ipHolder(ip string) (ns, name string, ok bool) {
 	return k.ns, k.name, ok
 }
 
+// nodeSubnet returns the pod subnet the store shows node holding, "" if
+// none or the node is not known.
+func (c *placeCache) nodeSubnet(node string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.subnetOf[node]
+}
+
 // subnetHolder tells which node the store shows holding a pod subnet.
 func (c *placeCache) subnetHolder(prefix string) (node string, ok bool) {
 	c.mu.Lock()
