@@ -260,8 +260,25 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request, tok Token) error 
 	if err != nil {
 		return err
 	}
-	writeJSON(w, 200, WriteResult{Op: res.Op, Object: stripFor(owners, tok, res.Object)})
+	writeResult(w, res.Op, stripFor(owners, tok, res.Object))
 	return nil
+}
+
+// writeResult answers a write with a WriteResult, the object encoded
+// without reflection (api.AppendObject: encoding/json's bytes).
+func writeResult(w http.ResponseWriter, op store.Op, o api.Object) {
+	b := append(make([]byte, 0, 1024), `{"op":`...)
+	b = api.AppendString(b, string(op))
+	b = append(b, `,"object":`...)
+	b, err := api.AppendObject(b, &o)
+	if err != nil {
+		writeJSON(w, 200, WriteResult{Op: op, Object: o}) // encoding/json says what is wrong
+		return
+	}
+	b = append(b, "}\n"...)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	w.Write(b)
 }
 
 // objectPath is a parsed /v1/objects/... path.
