@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 var sprintf = fmt.Sprintf
@@ -131,8 +132,20 @@ func decodeInto(v any, rv reflect.Value, path string) error {
 	return nil
 }
 
-// structFields maps JSON names to field indexes.
+// structFields maps a struct type's JSON field names to field indexes;
+// computed once per type (specs are decoded on every placement), and
+// read-only.
 func structFields(t reflect.Type) map[string]int {
+	if f, ok := fieldCache.Load(t); ok {
+		return f.(map[string]int)
+	}
+	f, _ := fieldCache.LoadOrStore(t, computeFields(t))
+	return f.(map[string]int)
+}
+
+var fieldCache sync.Map // reflect.Type → map[string]int
+
+func computeFields(t reflect.Type) map[string]int {
 	fields := make(map[string]int, t.NumField())
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)

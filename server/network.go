@@ -160,14 +160,12 @@ func (o *Orchestrator) allocateSubnet(ctx context.Context, item *workflow.WorkIt
 	if err != nil {
 		return workflow.Result{Err: err.Error()}
 	}
-	// Its own subnet, if it has one that fits; the subnets other nodes
-	// hold come from the watch-fed cache (a list of every node per node
-	// made joining thousands of nodes quadratic).
-	node, err := o.store.Get(ctx, api.Ref{Kind: "Node", Name: item.Name})
-	if err != nil {
-		return workflow.Result{Err: err.Error()}
-	}
-	if p, err := netip.ParsePrefix(str(node.Status["podPrefix"])); err == nil &&
+	// Its own subnet, if it has one that fits (as the run sees the node:
+	// the work item's), the subnets other nodes hold from the watch-fed
+	// cache (a list of every node per node made joining thousands of
+	// nodes quadratic).
+	status, _ := item.Object["status"].(map[string]any)
+	if p, err := netip.ParsePrefix(str(status["podPrefix"])); err == nil &&
 		cluster.Contains(p.Addr()) && p.Bits() == ipam.NodeBits && o.addrs.hold(p.String(), "node/"+item.Name) {
 		return workflow.Result{} // keeps its subnet
 	}
@@ -210,30 +208,42 @@ func pickFree[T interface {
 // node's /64, keeping the one it has if it still fits (an in-place
 // restart keeps its address; a pod moved to another node gets a new one).
 // A pod on the node's network has the node's address.
+//
+// It reads no etcd. The pod is the work item's: the run's view of it,
+// which holds the run's own schedule write (status.node) and is at least
+// as new as the change that started the run. The node's pod subnet is
+// the placement cache's: a node keeps its subnet once it has one (the
+// subnet step keeps a valid one), and the scheduler placed the pod on a
+// node the cache showed ready, so with its subnet. A node the cache has
+// no subnet for (a pod placed by other means, a node not seen yet) is read
+// from the store, as is a host-network pod's node, for its address.
 func (o *Orchestrator) addressPod(ctx context.Context, item *workflow.WorkItem, log func(string, map[string]any)) workflow.Result {
-	pod, err := o.store.Get(ctx, api.Ref{Kind: "Pod", Namespace: item.Namespace, Name: item.Name})
-	if err != nil {
+	status, _ := item.Object["status"].(map[string]any)
+	spec, _ := item.Object["spec"].(map[string]any)
+	nodeName, cur := str(status["node"]), str(status["ip"])
+	if nodeName == "" {
+		return workflow.Result{Err: "the pod has no node (status.node is empty)"}
+	}
+	if err := o.places.wait(ctx); err != nil {
 		return workflow.Result{Err: err.Error()}
 	}
-	nodeName := str(pod.Status["node"])
-	node, err := o.store.Get(ctx, api.Ref{Kind: "Node", Name: nodeName})
-	if err != nil {
-		return workflow.Result{Err: fmt.Sprintf("node %s: %v", nodeName, err)}
-	}
-	cur := str(pod.Status["ip"])
-	spec, err := api.DecodeSpecAs[api.PodSpec](&pod)
-	if err != nil {
-		return workflow.Result{Err: err.Error()}
-	}
-	if spec.Has("hostNetwork") {
-		addr := str(node.Status["address"])
-		if addr == cur {
-			return workflow.Result{}
+	prefix, hostNet := o.places.nodeSubnet(nodeName), requests(spec, "hostNetwork")
+	if prefix == "" || hostNet {
+		node, err := o.store.Get(ctx, api.Ref{Kind: "Node", Name: nodeName})
+		if err != nil {
+			return workflow.Result{Err: fmt.Sprintf("node %s: %v", nodeName, err)}
 		}
-		log("host network", map[string]any{"ip": addr})
-		return workflow.Result{Writes: map[string]any{"status.ip": addr}}
+		if hostNet {
+			addr := str(node.Status["address"])
+			if addr == cur {
+				return workflow.Result{}
+			}
+			log("host network", map[string]any{"ip": addr})
+			return workflow.Result{Writes: map[string]any{"status.ip": addr}}
+		}
+		prefix = str(node.Status["podPrefix"])
 	}
-	subnet, err := netip.ParsePrefix(str(node.Status["podPrefix"]))
+	subnet, err := netip.ParsePrefix(prefix)
 	if err != nil {
 		return workflow.Result{Err: fmt.Sprintf("node %s has no pod subnet yet: its readiness run has not reached addressed (skiff why node/%s)", nodeName, nodeName)}
 	}
@@ -244,9 +254,6 @@ func (o *Orchestrator) addressPod(ctx context.Context, item *workflow.WorkItem, 
 	// The addresses pods hold, from the watch-fed cache (listing every
 	// pod here made ipam the cluster's bottleneck), and those handed out
 	// lately, from the address book.
-	if err := o.places.wait(ctx); err != nil {
-		return workflow.Result{Err: err.Error()}
-	}
 	a, err := pickFree(func(taken map[netip.Addr]bool) (netip.Addr, error) { return ipam.PodAddress(subnet, taken) },
 		func(a netip.Addr) bool {
 			ns, name, held := o.places.ipHolder(a.String())
@@ -257,6 +264,17 @@ func (o *Orchestrator) addressPod(ctx context.Context, item *workflow.WorkItem, 
 	}
 	log("address", map[string]any{"ip": a.String(), "node": nodeName})
 	return workflow.Result{Writes: map[string]any{"status.ip": a.String()}}
+}
+
+// requests reports whether a pod spec, as stored, requests privilege p.
+func requests(spec map[string]any, p string) bool {
+	privs, _ := spec["privileges"].([]any)
+	for _, x := range privs {
+		if x == p {
+			return true
+		}
+	}
+	return false
 }
 
 func str(v any) string {

@@ -1,9 +1,7 @@
 package server
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -72,6 +70,21 @@ type lifecycle struct {
 
 	mu    sync.Mutex
 	nodes map[string]*nodeView // as the store shows them
+
+	// settled remembers, for a node whose pods were all dealt with by an
+	// eviction pass (evicted, or not to be), the placement cache's
+	// generation of its pods then: a node whose pods did not change since
+	// needs no pass, so a node unreachable for weeks costs nothing per
+	// check. Used by check only.
+	settled map[settledPass]uint64
+}
+
+// settledPass names an eviction pass over a node's pods: which node, and
+// what it evicts (the fast pods of an unreachable node, or every pod of
+// a forgotten one).
+type settledPass struct {
+	node string
+	all  bool
 }
 
 // nodeView is what the lifecycle needs of a Node.
@@ -82,7 +95,7 @@ type nodeView struct {
 }
 
 func newLifecycle(o *Orchestrator) *lifecycle {
-	return &lifecycle{o: o, lease: DefaultNodeLease, margin: DefaultFailoverMargin, nodes: map[string]*nodeView{}}
+	return &lifecycle{o: o, lease: DefaultNodeLease, margin: DefaultFailoverMargin, nodes: map[string]*nodeView{}, settled: map[settledPass]uint64{}}
 }
 
 // SetNodeLease sets the node lease and the failover margin after it
@@ -175,9 +188,7 @@ func (l *lifecycle) check(ctx context.Context, now time.Time) {
 			l.writeNode(ctx, name, "first heartbeat", map[string]any{"status.reachability": reachable})
 		}
 		if silent > l.lease+l.margin {
-			l.evictAll(ctx, name, fmt.Sprintf("node %s unreachable: no heartbeat since %s", name, heardText(heard)), func(p *api.Object) bool {
-				return failoverOf(p) == api.FailoverFast
-			})
+			l.evictAll(ctx, name, fmt.Sprintf("node %s unreachable: no heartbeat since %s", name, heardText(heard)), false)
 		}
 		if v.drain {
 			l.drain(ctx, name, v, silent <= l.lease)
@@ -187,7 +198,7 @@ func (l *lifecycle) check(ctx context.Context, now time.Time) {
 	}
 	// Pods held by nodes that are gone (forgotten) are placed elsewhere.
 	for _, node := range l.o.places.orphanNodes() {
-		l.evictAll(ctx, node, fmt.Sprintf("node %s was forgotten", node), func(*api.Object) bool { return true })
+		l.evictAll(ctx, node, fmt.Sprintf("node %s was forgotten", node), true)
 	}
 }
 
@@ -203,7 +214,7 @@ func heardText(t time.Time) string {
 // answer waits (a fast one leaves once the node has been unreachable for
 // the lease and margin); status.drain says how far it got.
 func (l *lifecycle) drain(ctx context.Context, node string, v nodeView, reach bool) {
-	pods := l.o.places.placedOn(node)
+	pods, _ := l.o.places.placedOn(node)
 	waiting := 0
 	for _, k := range pods {
 		p, err := l.o.store.Get(ctx, api.Ref{Kind: "Pod", Namespace: k.ns, Name: k.name})
@@ -235,29 +246,51 @@ func (l *lifecycle) drain(ctx context.Context, node string, v nodeView, reach bo
 	}
 }
 
-// evictAll evicts the pods on node that match, unless they were already.
-func (l *lifecycle) evictAll(ctx context.Context, node, why string, match func(*api.Object) bool) {
-	for _, k := range l.o.places.placedOn(node) {
+// evictAll evicts the pods on node, all of them or only the failover:
+// fast ones, unless they were already. A node whose pods have not
+// changed since a pass that dealt with all of them is skipped; an
+// eviction changes its pod, so the pass after it reads them again and
+// then settles.
+func (l *lifecycle) evictAll(ctx context.Context, node, why string, all bool) {
+	pass := settledPass{node, all}
+	pods, gen := l.o.places.placedOn(node)
+	if len(pods) == 0 {
+		delete(l.settled, pass)
+		return
+	}
+	if g, ok := l.settled[pass]; ok && g == gen {
+		return
+	}
+	done := true
+	for _, k := range pods {
 		p, err := l.o.store.Get(ctx, api.Ref{Kind: "Pod", Namespace: k.ns, Name: k.name})
-		if err != nil || str(p.Status["node"]) != node || evictedFrom(&p) == node || p.Meta.Deleting != nil || !match(&p) {
+		if err != nil {
+			done = done && store.IsNotFound(err)
 			continue
 		}
-		l.evict(ctx, &p, node, why)
+		if str(p.Status["node"]) != node || evictedFrom(&p) == node || p.Meta.Deleting != nil || !all && failoverOf(&p) != api.FailoverFast {
+			continue
+		}
+		done = l.evict(ctx, &p, node, why) && done
+	}
+	if done {
+		l.settled[pass] = gen
 	}
 }
 
 // evict records why a pod leaves node and runs its workflow again, which
-// places it elsewhere.
-func (l *lifecycle) evict(ctx context.Context, p *api.Object, node, why string) {
+// places it elsewhere; false if the eviction could not be written.
+func (l *lifecycle) evict(ctx context.Context, p *api.Object, node, why string) bool {
 	l.o.log.Info("evicting pod", "pod", p.Namespace+"/"+p.Name, "node", node, "why", why)
-	l.setEviction(ctx, p, map[string]any{"node": node, "reason": why, "at": time.Now().UTC().Format(time.RFC3339Nano)},
+	return l.setEviction(ctx, p, map[string]any{"node": node, "reason": why, "at": time.Now().UTC().Format(time.RFC3339Nano)},
 		why, "evicted: "+why)
 }
 
 // withdraw cancels the evictions of pods still on a node that is back:
 // nowhere else took them, so they stay.
 func (l *lifecycle) withdraw(ctx context.Context, node string) {
-	for _, k := range l.o.places.placedOn(node) {
+	pods, _ := l.o.places.placedOn(node)
+	for _, k := range pods {
 		p, err := l.o.store.Get(ctx, api.Ref{Kind: "Pod", Namespace: k.ns, Name: k.name})
 		if err != nil || str(p.Status["node"]) != node || evictedFrom(&p) != node {
 			continue
@@ -269,7 +302,7 @@ func (l *lifecycle) withdraw(ctx context.Context, node string) {
 
 // setEviction writes a pod's status.evicted (nil withdraws it) for why,
 // and runs the pod's workflow again for cause, reading the new value.
-func (l *lifecycle) setEviction(ctx context.Context, p *api.Object, evicted map[string]any, why, cause string) {
+func (l *lifecycle) setEviction(ctx context.Context, p *api.Object, evicted map[string]any, why, cause string) bool {
 	ref := workflow.Ref{Kind: "Pod", Namespace: p.Namespace, Name: p.Name}
 	var v any
 	if evicted != nil {
@@ -278,9 +311,10 @@ func (l *lifecycle) setEviction(ctx context.Context, p *api.Object, evicted map[
 	body, err := l.o.writeAs(ctx, ref, "controller:nodes", why, map[string]any{"status.evicted": v})
 	if err != nil {
 		l.o.log.Warn("pod eviction", "pod", p.Namespace+"/"+p.Name, "err", err)
-		return
+		return false
 	}
 	l.o.Engine.Rerun(workflow.Object{Ref: ref, Generation: p.Meta.Generation, Body: body}, cause)
+	return true
 }
 
 func (l *lifecycle) writeNode(ctx context.Context, node, why string, writes map[string]any) {
@@ -338,44 +372,35 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, tok Token) er
 			return badRequest("heartbeat writes %s: only status fields", p)
 		}
 	}
-	cur, err := s.store.Get(r.Context(), ref)
-	if err != nil {
-		return err
+	for p := range req.Status {
+		if _, err := fieldpath.Parse(p); err != nil {
+			return badRequest("heartbeat writes %q: %v", p, err)
+		}
+	}
+	// Every field reported is written; the store writes a revision only
+	// if one changed, and proves the Node it compared against current
+	// (a heartbeat reads no etcd when the store knows the Node).
+	var writeErr error
+	if len(req.Status) > 0 {
+		_, writeErr = s.orch.Write(r.Context(), toRef(ref), tok.Identity, "", req.Status)
+	} else {
+		_, writeErr = s.store.Get(r.Context(), ref)
+	}
+	if errors.Is(writeErr, store.ErrNotFound) {
+		return writeErr
 	}
 	if err := s.orch.leases.renew(r.Context(), ref.Name); err != nil {
 		return fmt.Errorf("renew node %s's lease: %w", ref.Name, err)
 	}
-	changed := map[string]any{}
-	body := bodyOf(&cur)
-	for p, v := range req.Status {
-		fp, err := fieldpath.Parse(p)
-		if err != nil {
-			return badRequest("heartbeat writes %q: %v", p, err)
+	if writeErr != nil {
+		var no *ownership.NotOwnerError
+		if errors.As(writeErr, &no) {
+			return &statusError{kind: errForbidden, msg: writeErr.Error()}
 		}
-		old, _ := fieldpath.Get(body, fp)
-		if !jsonEqual(old, v) {
-			changed[p] = v
-		}
-	}
-	if len(changed) > 0 {
-		if _, err := s.orch.Write(r.Context(), toRef(ref), tok.Identity, "", changed); err != nil {
-			var no *ownership.NotOwnerError
-			if errors.As(err, &no) {
-				return &statusError{kind: errForbidden, msg: err.Error()}
-			}
-			return err
-		}
+		return writeErr
 	}
 	writeJSON(w, 200, HeartbeatResponse{Lease: s.orch.life.lease.String(), FailoverMargin: s.orch.life.margin.String()})
 	return nil
-}
-
-// jsonEqual compares a stored value with one decoded from a request, as
-// JSON: numbers are float64 on both sides once encoded.
-func jsonEqual(a, b any) bool {
-	x, err1 := json.Marshal(a)
-	y, err2 := json.Marshal(b)
-	return err1 == nil && err2 == nil && bytes.Equal(x, y)
 }
 
 // withLease adds to a Node what the servers know of it and do not store

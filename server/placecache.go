@@ -55,9 +55,16 @@ type placeCache struct {
 	// up as pods come and go, dropped when nodes come, go or relabel.
 	spreads map[string]map[string]map[string]int
 	heard   map[string]time.Time // node → its lease's last renewal
-	assumed []assumption         // oldest first; some long confirmed
-	listed  map[string]bool      // kinds loaded once
-	synced  chan struct{}        // closed once Node and Pod are loaded
+	// onNode indexes pods by the node the store shows them on
+	// (podHold.stored), and nodeGen counts the changes of each node's set
+	// of pods or of any pod in it, so that the node lifecycle can tell a
+	// node it already dealt with from one that changed.
+	onNode  map[string]map[podKey]struct{}
+	nodeGen map[string]uint64 // from seq: never the same twice for a node
+	seq     uint64
+	assumed []assumption    // oldest first; some long confirmed
+	listed  map[string]bool // kinds loaded once
+	synced  chan struct{}   // closed once Node and Pod are loaded
 }
 
 type podKey struct{ ns, name string }
@@ -81,7 +88,7 @@ type assumption struct {
 func newPlaceCache() *placeCache {
 	return &placeCache{now: time.Now, index: map[string]int{}, usage: map[string]scheduler.Resources{},
 		pods: map[podKey]*podHold{}, ips: map[string]podKey{}, subnets: map[string]string{}, subnetOf: map[string]string{}, heard: map[string]time.Time{}, groups: map[string]map[string]int{}, spreads: map[string]map[string]map[string]int{},
-		listed: map[string]bool{},
+		listed: map[string]bool{}, onNode: map[string]map[podKey]struct{}{}, nodeGen: map[string]uint64{},
 		synced: make(chan struct{})}
 }
 
@@ -200,7 +207,8 @@ func (c *placeCache) setPodLocked(o *api.Object, now time.Time) {
 	group := groupOf(o.Namespace, o.Labels)
 	spec, _ := o.Spec["containers"].([]any)
 	h.req = podDemand(spec)
-	h.stored, _ = o.Status["node"].(string)
+	stored, _ := o.Status["node"].(string)
+	c.setStoredLocked(k, h, stored)
 	inFlight := !h.assumedAt.IsZero() && h.stored == "" && now.Sub(h.assumedAt) < assumeTTL
 	switch {
 	case inFlight || h.node != "" && h.node == h.stored:
@@ -225,8 +233,36 @@ func (c *placeCache) setPodLocked(o *api.Object, now time.Time) {
 	}
 }
 
+// setStoredLocked records the node the store shows a pod on; a change of
+// the pod counts as a change of its node's (and its old node's) pods.
+func (c *placeCache) setStoredLocked(k podKey, h *podHold, node string) {
+	if h.stored != node && h.stored != "" {
+		c.seq++
+		c.nodeGen[h.stored] = c.seq
+		if set := c.onNode[h.stored]; set != nil {
+			delete(set, k)
+			if len(set) == 0 {
+				delete(c.onNode, h.stored)
+				delete(c.nodeGen, h.stored)
+			}
+		}
+	}
+	if node != "" {
+		set := c.onNode[node]
+		if set == nil {
+			set = map[podKey]struct{}{}
+			c.onNode[node] = set
+		}
+		set[k] = struct{}{}
+		c.seq++
+		c.nodeGen[node] = c.seq
+	}
+	h.stored = node
+}
+
 func (c *placeCache) removePodLocked(k podKey) {
 	if h := c.pods[k]; h != nil {
+		c.setStoredLocked(k, h, "")
 		c.releaseLocked(h)
 		if h.ip != "" && c.ips[h.ip] == k {
 			delete(c.ips, h.ip)
@@ -371,20 +407,17 @@ func (c *placeCache) setNodeLocked(o *api.Object) {
 	c.reindexLocked(i)
 }
 
-// placedOn returns the pods the store shows on node.
-func (c *placeCache) placedOn(node string) []podKey {
+// placedOn returns the pods the store shows on node, and the node's
+// generation: it changes whenever those pods, or any of them, change.
+func (c *placeCache) placedOn(node string) ([]podKey, uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.usage[node].Pods == 0 {
-		return nil
+	set := c.onNode[node]
+	out := make([]podKey, 0, len(set))
+	for k := range set {
+		out = append(out, k)
 	}
-	var out []podKey
-	for k, h := range c.pods {
-		if h.stored == node {
-			out = append(out, k)
-		}
-	}
-	return out
+	return out, c.nodeGen[node]
 }
 
 // allocated returns what the pods placed on node hold there.
@@ -498,6 +531,14 @@ func (c *placeCache) ipHolder(ip string) (ns, name string, ok bool) {
 	defer c.mu.Unlock()
 	k, ok := c.ips[ip]
 	return k.ns, k.name, ok
+}
+
+// nodeSubnet returns the pod subnet the store shows node holding, "" if
+// none or the node is not known.
+func (c *placeCache) nodeSubnet(node string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.subnetOf[node]
 }
 
 // subnetHolder tells which node the store shows holding a pod subnet.

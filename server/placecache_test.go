@@ -266,3 +266,49 @@ func BenchmarkPlaceCache(b *testing.B) {
 		})
 	}
 }
+
+// placedOn lists the pods the store shows on a node, and its generation
+// moves with every change of them, so the node lifecycle can skip a node
+// it already dealt with and never one that changed.
+func TestPlaceCachePlacedOn(t *testing.T) {
+	c, _ := testCache(t, readyNode("n1", 4000, 8*gib, nil), readyNode("n2", 4000, 8*gib, nil))
+	names := func(node string) (map[string]bool, uint64) {
+		pods, gen := c.placedOn(node)
+		out := map[string]bool{}
+		for _, k := range pods {
+			out[k.name] = true
+		}
+		return out, gen
+	}
+	put(c, podObj("a", "1Gi", "n1", nil))
+	put(c, podObj("b", "1Gi", "n1", nil))
+	put(c, podObj("c", "1Gi", "", nil))
+	on1, g1 := names("n1")
+	if len(on1) != 2 || !on1["a"] || !on1["b"] {
+		t.Fatalf("n1 holds %v, want a and b", on1)
+	}
+	if _, g := names("n1"); g != g1 {
+		t.Fatalf("generation moved from %d to %d with no change", g1, g)
+	}
+	evicted := podObj("a", "1Gi", "n1", nil)
+	evicted.Status["evicted"] = map[string]any{"node": "n1"}
+	put(c, evicted)
+	_, g2 := names("n1")
+	if g2 == g1 {
+		t.Fatal("a pod on n1 changed and n1's generation did not")
+	}
+	put(c, podObj("a", "1Gi", "n2", nil))
+	on1, g3 := names("n1")
+	on2, _ := names("n2")
+	if len(on1) != 1 || !on1["b"] || len(on2) != 1 || !on2["a"] || g3 == g2 {
+		t.Fatalf("after a moved: n1 %v (gen %d, was %d), n2 %v; want b on n1, a on n2, n1's generation moved", on1, g3, g2, on2)
+	}
+	c.event(store.Event{Type: store.Deleted, Object: podObj("b", "1Gi", "n1", nil)})
+	if on1, _ := names("n1"); len(on1) != 0 {
+		t.Fatalf("n1 holds %v after b was deleted", on1)
+	}
+	put(c, podObj("b", "1Gi", "n1", nil))
+	if _, g := names("n1"); g == g1 || g == g2 || g == g3 {
+		t.Fatalf("n1's generation %d repeats an earlier one (%d, %d, %d)", g, g1, g2, g3)
+	}
+}

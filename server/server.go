@@ -278,8 +278,25 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request, tok Token) error 
 	if err != nil {
 		return err
 	}
-	writeJSON(w, 200, WriteResult{Op: res.Op, Object: stripFor(owners, tok, res.Object)})
+	writeResult(w, res.Op, stripFor(owners, tok, res.Object))
 	return nil
+}
+
+// writeResult answers a write with a WriteResult, the object encoded
+// without reflection (api.AppendObject: encoding/json's bytes).
+func writeResult(w http.ResponseWriter, op store.Op, o api.Object) {
+	b := append(make([]byte, 0, 1024), `{"op":`...)
+	b = api.AppendString(b, string(op))
+	b = append(b, `,"object":`...)
+	b, err := api.AppendObject(b, &o)
+	if err != nil {
+		writeJSON(w, 200, WriteResult{Op: op, Object: o}) // encoding/json says what is wrong
+		return
+	}
+	b = append(b, "}\n"...)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	w.Write(b)
 }
 
 // objectPath is a parsed /v1/objects/... path.
@@ -797,7 +814,12 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, tok Token) error 
 	enc := json.NewEncoder(w)
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	for ev := range s.store.Watch(ctx, k.Name, ns, after) {
+	if id := identityOf(tok).Kind; id != identity.Node && id != identity.Simulator && id != identity.Controller {
+		// Operators see every object whole: the objects go out as stored.
+		return watchRaw(w, fl, s.store.WatchRaw(ctx, k.Name, ns, after))
+	}
+	events := s.store.Watch(ctx, k.Name, ns, after)
+	for ev := range events {
 		if ev.Err != nil {
 			enc.Encode(map[string]string{"error": ev.Err.Error()})
 			return nil
@@ -809,8 +831,34 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, tok Token) error 
 		if err := enc.Encode(ev); err != nil {
 			return nil
 		}
-		if fl != nil {
-			fl.Flush()
+		if fl != nil && len(events) == 0 {
+			fl.Flush() // once the changes at hand are written
+		}
+	}
+	return nil
+}
+
+// watchRaw streams events whose objects are passed on as stored, as
+// watch's encoder would write them: {"type", "object", "revision"}.
+func watchRaw(w http.ResponseWriter, fl http.Flusher, events <-chan store.Event) error {
+	var b []byte
+	for ev := range events {
+		if ev.Err != nil {
+			json.NewEncoder(w).Encode(map[string]string{"error": ev.Err.Error()})
+			return nil
+		}
+		b = append(b[:0], `{"type":`...)
+		b = strconv.AppendQuote(b, string(ev.Type))
+		b = append(b, `,"object":`...)
+		b = append(b, ev.Raw...)
+		b = append(b, `,"revision":`...)
+		b = strconv.AppendInt(b, ev.Revision, 10)
+		b = append(b, "}\n"...)
+		if _, err := w.Write(b); err != nil {
+			return nil
+		}
+		if fl != nil && len(events) == 0 {
+			fl.Flush() // once the changes at hand are written
 		}
 	}
 	return nil

@@ -5,9 +5,11 @@ import (
 	"sync"
 )
 
-// knownPerGeneration bounds what the store remembers: between one and two
-// generations of this many objects (over all shards), the most recently
-// written or read.
+// knownPerGeneration bounds what the store remembers of each kind: between
+// one and two generations of this many objects (over all shards), the
+// most recently written or read. Each kind has its own, so that a stream
+// of pod writes does not push out the nodes, whose heartbeats write each
+// of them every few seconds.
 const knownPerGeneration = 16384
 
 // knownShards spreads what the store remembers over locks of their own:
@@ -22,7 +24,11 @@ const knownShards = 16
 // most recent": when the current one is full it becomes the previous one,
 // and the previous one is dropped.
 type known struct {
-	seed   maphash.Seed // set by New
+	seed  maphash.Seed // set by New
+	kinds sync.Map     // kind → *knownKind
+}
+
+type knownKind struct {
 	shards [knownShards]knownShard
 }
 
@@ -36,12 +42,16 @@ type knownValue struct {
 	modRev int64
 }
 
-func (k *known) shard(key string) *knownShard {
-	return &k.shards[maphash.String(k.seed, key)%knownShards]
+func (k *known) shard(kind, key string) *knownShard {
+	kk, ok := k.kinds.Load(kind)
+	if !ok {
+		kk, _ = k.kinds.LoadOrStore(kind, new(knownKind))
+	}
+	return &kk.(*knownKind).shards[maphash.String(k.seed, key)%knownShards]
 }
 
-func (k *known) get(key string) (raw string, modRev int64, ok bool) {
-	s := k.shard(key)
+func (k *known) get(kind, key string) (raw string, modRev int64, ok bool) {
+	s := k.shard(kind, key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	v, ok := s.cur[key]
@@ -51,8 +61,8 @@ func (k *known) get(key string) (raw string, modRev int64, ok bool) {
 	return v.raw, v.modRev, ok
 }
 
-func (k *known) put(key string, raw string, modRev int64) {
-	s := k.shard(key)
+func (k *known) put(kind, key string, raw string, modRev int64) {
+	s := k.shard(kind, key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if v, ok := s.cur[key]; ok && v.modRev > modRev {
@@ -65,8 +75,8 @@ func (k *known) put(key string, raw string, modRev int64) {
 	delete(s.prev, key)
 }
 
-func (k *known) forget(key string) {
-	s := k.shard(key)
+func (k *known) forget(kind, key string) {
+	s := k.shard(kind, key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.cur, key)

@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"strconv"
 	"time"
 
 	"skiff.dev/skiff/api"
@@ -21,6 +22,64 @@ type record struct {
 	Snap    bool           `json:"f,omitempty"` // this is a snapshot (Full may be empty)
 	Patch   []fieldpath.Op `json:"p,omitempty"` // or the patch from the previous revision
 	Deleted bool           `json:"x,omitempty"`
+}
+
+// append appends r encoded as encoding/json encodes it (HTML escaping
+// off).
+func (r *record) append(b []byte) ([]byte, error) {
+	var err error
+	b = append(b, `{"r":`...)
+	b = strconv.AppendInt(b, r.Rev, 10)
+	b = append(b, `,"t":`...)
+	b = strconv.AppendInt(b, r.Time, 10)
+	b = append(b, `,"c":`...)
+	b = api.AppendString(b, r.Changer)
+	if r.Cause != "" {
+		b = append(b, `,"w":`...)
+		b = api.AppendString(b, r.Cause)
+	}
+	if r.Gen != 0 {
+		b = append(b, `,"g":`...)
+		b = strconv.AppendInt(b, r.Gen, 10)
+	}
+	if r.Created != 0 {
+		b = append(b, `,"n":`...)
+		b = strconv.AppendInt(b, r.Created, 10)
+	}
+	if len(r.Full) > 0 {
+		b = append(b, `,"s":`...)
+		if b, err = api.AppendTree(b, r.Full); err != nil {
+			return b, err
+		}
+	}
+	if r.Snap {
+		b = append(b, `,"f":true`...)
+	}
+	if len(r.Patch) > 0 {
+		b = append(b, `,"p":[`...)
+		for i, op := range r.Patch {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `{"p":`...)
+			b = api.AppendString(b, op.Path)
+			if op.Value != nil {
+				b = append(b, `,"v":`...)
+				if b, err = api.AppendTree(b, op.Value); err != nil {
+					return b, err
+				}
+			}
+			if op.Delete {
+				b = append(b, `,"d":true`...)
+			}
+			b = append(b, '}')
+		}
+		b = append(b, ']')
+	}
+	if r.Deleted {
+		b = append(b, `,"x":true`...)
+	}
+	return append(b, '}'), nil
 }
 
 // Entry is one line of an object's history.

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -173,7 +174,7 @@ func (s *Store) List(ctx context.Context, kind, ns string) ([]api.Object, int64,
 	}
 	objs := make([]api.Object, len(resp.Kvs))
 	for i, kv := range resp.Kvs {
-		if err := json.Unmarshal(kv.Value, &objs[i]); err != nil {
+		if err := api.UnmarshalObject(kv.Value, &objs[i]); err != nil {
 			return nil, 0, fmt.Errorf("list %s: %s is damaged: %v", kind, kv.Key, err)
 		}
 	}
@@ -209,8 +210,8 @@ func (s *Store) Mutate(ctx context.Context, ref api.Ref, w Write, fn func(cur *a
 	}
 	key := s.objKey(ref)
 	b := base{}
-	if raw, modRev, ok := s.known.get(key); ok {
-		o, err := decodeObject(ref, []byte(raw))
+	if raw, modRev, ok := s.known.get(ref.Kind, key); ok {
+		o, err := decodeObject(ref, readOnlyBytes(raw))
 		if err != nil {
 			return Result{}, err
 		}
@@ -291,7 +292,7 @@ func (s *Store) read(ctx context.Context, ref api.Ref, b *base, history bool) er
 	}
 	*b = base{fresh: true}
 	if len(resp.Kvs) == 0 {
-		s.known.forget(key)
+		s.known.forget(ref.Kind, key)
 		if history {
 			last, err := s.lastRev(ctx, ref)
 			b.nextRev = last + 1
@@ -303,7 +304,7 @@ func (s *Store) read(ctx context.Context, ref api.Ref, b *base, history bool) er
 		return err
 	}
 	b.modRev = resp.Kvs[0].ModRevision
-	s.known.put(key, string(resp.Kvs[0].Value), b.modRev)
+	s.known.put(ref.Kind, key, string(resp.Kvs[0].Value), b.modRev)
 	return nil
 }
 
@@ -327,7 +328,7 @@ func (s *Store) lastRev(ctx context.Context, ref api.Ref) (int64, error) {
 // decodeObject decodes a stored object.
 func decodeObject(ref api.Ref, raw []byte) (*api.Object, error) {
 	var o api.Object
-	if err := json.Unmarshal(raw, &o); err != nil {
+	if err := api.UnmarshalObject(raw, &o); err != nil {
 		return nil, fmt.Errorf("%s: stored object is damaged: %v", ref, err)
 	}
 	return &o, nil
@@ -391,11 +392,7 @@ func (s *Store) write(ctx context.Context, ref api.Ref, w Write, b *base, next *
 	obj.Meta.Generation = rec.Gen
 	obj.Meta.Updated = now
 
-	ob, err := marshalString(&obj)
-	if err != nil {
-		return Result{}, false, err
-	}
-	rb, err := marshalString(&rec)
+	ob, rb, err := encodeWrite(&obj, &rec)
 	if err != nil {
 		return Result{}, false, err
 	}
@@ -404,13 +401,13 @@ func (s *Store) write(ctx context.Context, ref api.Ref, w Write, b *base, next *
 	}
 	resp, ok, err := s.commit(ctx, w, cmps, clientv3.OpPut(key, ob), clientv3.OpPut(s.histKey(ref, rec.Rev), rb))
 	if err != nil {
-		s.known.forget(key)
+		s.known.forget(ref.Kind, key)
 		return Result{}, false, fmt.Errorf("%s: write: %w", ref, err)
 	}
 	if !ok {
 		return Result{}, false, s.read(ctx, ref, b, true)
 	}
-	s.known.put(key, ob, resp.Header.Revision)
+	s.known.put(ref.Kind, key, ob, resp.Header.Revision)
 	return Result{Object: obj, Op: op}, true, nil
 }
 
@@ -460,7 +457,7 @@ func (s *Store) Delete(ctx context.Context, ref api.Ref, w Write) (api.Object, e
 			return api.Object{}, fmt.Errorf("%s: delete: %w", ref, err)
 		}
 		if ok {
-			s.known.forget(s.objKey(ref))
+			s.known.forget(ref.Kind, s.objKey(ref))
 			cur.Meta.Revision = rec.Rev
 			return *cur, nil
 		}
@@ -591,6 +588,32 @@ func changesSpec(patch []fieldpath.Op) bool {
 	}
 	return false
 }
+
+// encodeWrite encodes an object and its revision record (api.AppendObject:
+// encoding/json's bytes, without its reflection).
+func encodeWrite(obj *api.Object, rec *record) (ob, rb string, err error) {
+	bp := encodeBuffers.Get().(*[]byte)
+	defer encodeBuffers.Put(bp)
+	b, err := api.AppendObject((*bp)[:0], obj)
+	if err != nil {
+		return "", "", err
+	}
+	ob = string(b)
+	if b, err = rec.append(b[:0]); err != nil {
+		return "", "", err
+	}
+	rb = string(b)
+	if cap(b) <= 1<<20 {
+		*bp = b // keep a grown buffer, not a huge one
+	}
+	return ob, rb, nil
+}
+
+var encodeBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// readOnlyBytes returns the bytes of s without copying them: for
+// decoders, which only read.
+func readOnlyBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
 // marshalString encodes JSON without escaping <, > and & (which would
 // grow a shell script in an env var sixfold), through a reused buffer.

@@ -316,25 +316,28 @@ func sortedByPath[T any](es []entry[T]) []T {
 // alias b, and are sorted by path (list indexes numerically).
 func Diff(a, b any) []Op {
 	var out []entry[Op]
-	diff(nil, a, b, &out)
+	diff(make(Path, 0, 8), a, b, &out)
 	return sortedByPath(out)
 }
 
+// diff appends the ops turning a into b to out. p is the path of a and b;
+// its backing array is reused by the recursion (no allocation per node),
+// so an entry keeps a copy.
 func diff(p Path, a, b any, out *[]entry[Op]) {
 	switch av := a.(type) {
 	case map[string]any:
 		if bv, ok := b.(map[string]any); ok && av != nil && bv != nil {
 			for k, x := range av {
 				if y, ok := bv[k]; ok {
-					diff(p.child(Key(k)), x, y, out)
+					diff(append(p, Key(k)), x, y, out)
 				} else {
-					q := p.child(Key(k))
+					q := slices.Clone(append(p, Key(k)))
 					*out = append(*out, entry[Op]{q, Op{Path: q.String(), Delete: true}})
 				}
 			}
 			for k, y := range bv {
 				if _, ok := av[k]; !ok {
-					q := p.child(Key(k))
+					q := slices.Clone(append(p, Key(k)))
 					*out = append(*out, entry[Op]{q, Op{Path: q.String(), Value: DeepCopy(y)}})
 				}
 			}
@@ -343,14 +346,58 @@ func diff(p Path, a, b any, out *[]entry[Op]) {
 	case []any:
 		if bv, ok := b.([]any); ok && av != nil && bv != nil && len(av) == len(bv) {
 			for i := range av {
-				diff(p.child(Index(i)), av[i], bv[i], out)
+				diff(append(p, Index(i)), av[i], bv[i], out)
 			}
 			return
 		}
 	}
-	if !reflect.DeepEqual(a, b) {
-		*out = append(*out, entry[Op]{p, Op{Path: p.String(), Value: DeepCopy(b)}})
+	if !Equal(a, b) {
+		q := slices.Clone(p)
+		*out = append(*out, entry[Op]{q, Op{Path: q.String(), Value: DeepCopy(b)}})
 	}
+}
+
+// Equal reports whether two JSON trees are equal, as reflect.DeepEqual
+// does (a nil map or list differs from an empty one), without its
+// reflection for the types JSON decodes to.
+func Equal(a, b any) bool {
+	switch x := a.(type) {
+	case nil:
+		return b == nil
+	case string:
+		y, ok := b.(string)
+		return ok && x == y
+	case float64:
+		y, ok := b.(float64)
+		return ok && x == y
+	case bool:
+		y, ok := b.(bool)
+		return ok && x == y
+	case map[string]any:
+		y, ok := b.(map[string]any)
+		if !ok || (x == nil) != (y == nil) || len(x) != len(y) {
+			return false
+		}
+		for k, v := range x {
+			w, ok := y[k]
+			if !ok || !Equal(v, w) {
+				return false
+			}
+		}
+		return true
+	case []any:
+		y, ok := b.([]any)
+		if !ok || (x == nil) != (y == nil) || len(x) != len(y) {
+			return false
+		}
+		for i := range x {
+			if !Equal(x[i], y[i]) {
+				return false
+			}
+		}
+		return true
+	}
+	return reflect.DeepEqual(a, b)
 }
 
 // Apply returns a new tree with ops applied in order. It never modifies
@@ -452,12 +499,14 @@ type Change struct {
 // only additions.
 func Changes(a, b any) []Change {
 	var out []entry[Change]
-	changes(nil, a, a != nil, b, b != nil, &out)
+	changes(make(Path, 0, 8), a, a != nil, b, b != nil, &out)
 	return sortedByPath(out)
 }
 
+// changes appends the changes from a to b at p to out; like diff, it
+// reuses p's backing array and entries keep copies.
 func changes(p Path, a any, hadA bool, b any, hasB bool, out *[]entry[Change]) {
-	if hadA == hasB && reflect.DeepEqual(a, b) {
+	if hadA == hasB && Equal(a, b) {
 		return
 	}
 	lists := hasComposite(a) || hasComposite(b)
@@ -472,14 +521,17 @@ func changes(p Path, a any, hadA bool, b any, hasB bool, out *[]entry[Change]) {
 		bc = nil
 	}
 	if ac == nil && bc == nil {
-		*out = append(*out, entry[Change]{p, Change{Path: p.String(), Old: a, New: b, HadOld: hadA, HasNew: hasB}})
+		q := slices.Clone(p)
+		*out = append(*out, entry[Change]{q, Change{Path: q.String(), Old: a, New: b, HadOld: hadA, HasNew: hasB}})
 		return
 	}
 	if ac == nil && hadA {
-		*out = append(*out, entry[Change]{p, Change{Path: p.String(), Old: a, HadOld: true}})
+		q := slices.Clone(p)
+		*out = append(*out, entry[Change]{q, Change{Path: q.String(), Old: a, HadOld: true}})
 	}
 	if bc == nil && hasB {
-		*out = append(*out, entry[Change]{p, Change{Path: p.String(), New: b, HasNew: true}})
+		q := slices.Clone(p)
+		*out = append(*out, entry[Change]{q, Change{Path: q.String(), New: b, HasNew: true}})
 	}
 	keys := slices.Collect(maps.Keys(ac))
 	for e := range bc {
@@ -490,7 +542,7 @@ func changes(p Path, a any, hadA bool, b any, hasB bool, out *[]entry[Change]) {
 	for _, e := range keys {
 		x, hx := ac[e]
 		y, hy := bc[e]
-		changes(p.child(e), x, hx, y, hy, out)
+		changes(append(p, e), x, hx, y, hy, out)
 	}
 }
 

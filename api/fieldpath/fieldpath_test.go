@@ -626,3 +626,20 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// Equal agrees with reflect.DeepEqual on JSON trees and on what else
+// may sit in one.
+func TestEqualIsDeepEqual(t *testing.T) {
+	vals := []any{nil, "a", "b", 1.0, 2.0, 1, true, false,
+		map[string]any(nil), map[string]any{}, map[string]any{"a": 1.0}, map[string]any{"a": 2.0}, map[string]any{"b": 1.0},
+		map[string]any{"a": []any{1.0, "x"}}, map[string]any{"a": []any{1.0, "y"}},
+		[]any(nil), []any{}, []any{1.0}, []any{1.0, 2.0}, []any{map[string]any{"a": nil}}, []any{map[string]any{}},
+		map[string]string{"a": "b"}, []string{"a"}}
+	for _, a := range vals {
+		for _, b := range vals {
+			if got, want := Equal(a, b), reflect.DeepEqual(a, b); got != want {
+				t.Errorf("Equal(%#v, %#v) = %v, reflect.DeepEqual says %v", a, b, got, want)
+			}
+		}
+	}
+}
