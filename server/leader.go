@@ -250,17 +250,10 @@ func (o *Orchestrator) serve(t *term) {
 // every minute, like a backoff that never gives up; steps that succeeded
 // with the same inputs are skipped.
 func (o *Orchestrator) retryFailed(ctx context.Context) {
-	t := time.NewTicker(RetryFailedEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			o.Engine.RetryFailed("Node")
-			o.Engine.RetryFailed("Pod")
-		}
-	}
+	every(ctx, RetryFailedEvery, func() {
+		o.Engine.RetryFailed("Node")
+		o.Engine.RetryFailed("Pod")
+	})
 }
 
 // followLeader keeps the leader's name and API URL (o.leader) until ctx
@@ -373,16 +366,7 @@ func (m *markWriter) put(ctx context.Context, op clientv3.Op) error {
 	m.ops = append(m.ops, op)
 	b := m.batch
 	m.mu.Unlock()
-	select {
-	case m.wake <- struct{}{}:
-	default:
-	}
-	select {
-	case <-b.done:
-		return b.err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return b.wait(ctx, m.wake)
 }
 
 // run writes batches until ctx ends.

@@ -53,8 +53,14 @@ func (l *leaseTable) renew(ctx context.Context, node string) error {
 	l.pending[node] = time.Now().UTC()
 	b := l.batch
 	l.mu.Unlock()
+	return b.wait(ctx, l.wake)
+}
+
+// wait wakes the writer of the batch (a send on wake that never blocks)
+// and returns once the batch is written, with its error.
+func (b *leaseBatch) wait(ctx context.Context, wake chan<- struct{}) error {
 	select {
-	case l.wake <- struct{}{}:
+	case wake <- struct{}{}:
 	default:
 	}
 	select {
@@ -62,6 +68,20 @@ func (l *leaseTable) renew(ctx context.Context, node string) error {
 		return b.err
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// every calls fn every d until ctx ends.
+func every(ctx context.Context, d time.Duration, fn func()) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			fn()
+		}
 	}
 }
 

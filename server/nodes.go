@@ -143,17 +143,8 @@ func (l *lifecycle) run(ctx context.Context) {
 		return
 	}
 	l.started = time.Now()
-	every := min(max(l.lease/8, 50*time.Millisecond), 2*time.Second)
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			l.check(ctx, time.Now())
-		}
-	}
+	period := min(max(l.lease/8, 50*time.Millisecond), 2*time.Second)
+	every(ctx, period, func() { l.check(ctx, time.Now()) })
 }
 
 // check brings every node's state and its pods' placement up to date.

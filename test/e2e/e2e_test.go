@@ -41,7 +41,7 @@ func startLab(t *testing.T, n int, configure ...func(*lab.Config)) (*lab.Lab, *c
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cfg := lab.Config{Nodes: n, Binary: testcluster.Binary, Dir: t.TempDir(), Registry: true, Log: logWriter{t}}
+	cfg := lab.Config{Nodes: n, Binary: testcluster.Binary, Dir: t.TempDir(), Registry: true, Log: testcluster.LogWriter{T: t}}
 	for _, f := range configure {
 		f(&cfg)
 	}
@@ -87,22 +87,10 @@ func startLab(t *testing.T, n int, configure ...func(*lab.Config)) (*lab.Lab, *c
 	}
 }
 
-type logWriter struct{ t *testing.T }
-
-func (w logWriter) Write(b []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(b), "\n"))
-	return len(b), nil
-}
-
 // pushBusybox pushes the test busybox image to the lab's registry and
 // returns its reference.
 func pushBusybox(t *testing.T, l *lab.Lab) string {
-	t.Helper()
-	ref, err := l.PushImage("busybox:e2e", testimage.BusyboxImage(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ref
+	return testimage.PushBusybox(t, l, "busybox:e2e")
 }
 
 func apply(t *testing.T, l *lab.Lab, manifest string) {

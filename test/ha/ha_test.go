@@ -8,7 +8,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -36,7 +35,7 @@ func startHA(t *testing.T) (*lab.Lab, *client.Client) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	l, err := lab.Start(ctx, lab.Config{Servers: 3, Nodes: 2, Binary: testcluster.Binary, Dir: t.TempDir(), Registry: true, Log: logWriter{t}})
+	l, err := lab.Start(ctx, lab.Config{Servers: 3, Nodes: 2, Binary: testcluster.Binary, Dir: t.TempDir(), Registry: true, Log: testcluster.LogWriter{T: t}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,22 +69,10 @@ func labClient(t *testing.T, l *lab.Lab, urls ...string) *client.Client {
 	return c
 }
 
-type logWriter struct{ t *testing.T }
-
-func (w logWriter) Write(b []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(b), "\n"))
-	return len(b), nil
-}
-
 // pushBusybox pushes the test busybox image to the lab's registry and
 // returns its reference.
 func pushBusybox(t *testing.T, l *lab.Lab) string {
-	t.Helper()
-	ref, err := l.PushImage("busybox:ha", testimage.BusyboxImage(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ref
+	return testimage.PushBusybox(t, l, "busybox:ha")
 }
 
 // pod is a pod running busybox's sleep, with env GEN set to gen: a new

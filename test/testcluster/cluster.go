@@ -255,3 +255,12 @@ func (l *LockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// LogWriter sends what is written to it, a line at a time, to the test's
+// log: give it as a lab's Config.Log.
+type LogWriter struct{ T testing.TB }
+
+func (w LogWriter) Write(b []byte) (int, error) {
+	w.T.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}

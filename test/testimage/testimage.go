@@ -241,3 +241,20 @@ func (r *Registry) Push(t testing.TB, repoTag string, img v1.Image) string {
 	}
 	return ref
 }
+
+// Pusher is a registry tests push to (lab.Lab is one).
+type Pusher interface {
+	PushImage(tag string, img v1.Image) (string, error)
+}
+
+// PushBusybox pushes the busybox image as tag (e.g. "busybox:e2e") and
+// returns its reference; the test skips without busybox, like
+// BusyboxImage.
+func PushBusybox(t testing.TB, p Pusher, tag string) string {
+	t.Helper()
+	ref, err := p.PushImage(tag, BusyboxImage(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ref
+}
