@@ -65,6 +65,11 @@ const DefaultLeaderTTL = 3 * time.Second
 type leaderValue struct {
 	Name   string `json:"name"`
 	APIURL string `json:"apiURL,omitempty"`
+
+	// gone is closed when another server leads (or none): requests passed
+	// to this one are then cancelled, and their callers try again (see
+	// toLeader). Not stored.
+	gone chan struct{}
 }
 
 // SetIdentity names this server and the URL of its API, as other servers
@@ -265,11 +270,11 @@ func (o *Orchestrator) followLeader(ctx context.Context) {
 			sleep(ctx, time.Second)
 			continue
 		}
-		v := leaderValue{}
+		v := leaderValue{gone: make(chan struct{})}
 		if len(resp.Kvs) > 0 {
 			json.Unmarshal(resp.Kvs[0].Value, &v)
 		}
-		o.leader.Store(&v)
+		o.setLeader(&v)
 		wctx, cancel := context.WithCancel(ctx)
 		wc := o.kv.Watch(wctx, electionPrefix(o.prefix)+"/", clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
 		for wr := range wc {
@@ -279,6 +284,18 @@ func (o *Orchestrator) followLeader(ctx context.Context) {
 		}
 		cancel()
 	}
+}
+
+// setLeader keeps v as the leader unless it is the one kept already; the
+// one it replaces is gone.
+func (o *Orchestrator) setLeader(v *leaderValue) {
+	if old := o.leader.Load(); old != nil {
+		if old.Name == v.Name && old.APIURL == v.APIURL {
+			return
+		}
+		close(old.gone)
+	}
+	o.leader.Store(v)
 }
 
 // forwardedHeader marks a request one server passed to the leader; the
@@ -330,7 +347,19 @@ func (s *Server) toLeader(w http.ResponseWriter, r *http.Request, orRecords bool
 				Code:  "unavailable"})
 		},
 	}
-	proxy.ServeHTTP(w, r)
+	// A request passed to a leader that then loses office (or is cut off
+	// from this server, its packets dropped) would otherwise wait as long
+	// as its long poll, or for ever: it is cancelled once another leads.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	go func() {
+		select {
+		case <-v.gone:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	proxy.ServeHTTP(w, r.WithContext(ctx))
 	return true, nil
 }
 
@@ -342,6 +371,11 @@ func (o *Orchestrator) leaderTransport(tc *tls.Config) http.RoundTripper {
 		if tc != nil {
 			t.TLSClientConfig = tc.Clone()
 		}
+		// A leader cut off from this server (packets dropped, no reset)
+		// is found out by HTTP/2 pings, as clients find a dead server.
+		t.ForceAttemptHTTP2 = true
+		// (The same intervals as client.PingInterval and PingTimeout.)
+		t.HTTP2 = &http.HTTP2Config{SendPingTimeout: 4 * time.Second, PingTimeout: 3 * time.Second}
 		o.rt = t
 	})
 	return o.rt
