@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	goruntime "runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -21,8 +22,27 @@ import (
 
 var recordRE = regexp.MustCompile(`^(\S+) (stdout|stderr) (.*)$`)
 
+// TestExitCodeAndLogs runs a container through skiff-shim (cmd/skiff-shim),
+// as the agent does when skiff-shim is installed next to skiff.
 func TestExitCodeAndLogs(t *testing.T) {
 	r, _ := newTestRuntime(t)
+	exitCodeAndLogs(t, r)
+}
+
+// TestShimFallback runs a container through `EXE shim`, the default
+// Options and what the agent does with a lone skiff binary: EXE is this
+// test binary, wired as cmd/skiff (see TestMain).
+func TestShimFallback(t *testing.T) {
+	r, _ := newTestRuntimeWith(t, Options{})
+	exe, _ := os.Executable()
+	if r.shim != exe || !slices.Equal(r.shimArgs, []string{"shim"}) {
+		t.Fatalf("default shim %q %q, want %q [shim]", r.shim, r.shimArgs, exe)
+	}
+	exitCodeAndLogs(t, r)
+}
+
+func exitCodeAndLogs(t *testing.T, r *Runtime) {
+	t.Helper()
 	s := testSpec(t, "sh", "-c", "echo hello; echo oops >&2; exit 3")
 	before := time.Now()
 	startOK(t, r, s)
