@@ -140,7 +140,7 @@ func needRoot(t testing.TB) {
 var idSeq atomic.Int32
 
 // testID is a container id unique to this run (cgroups are global).
-func testID(t *testing.T) string {
+func testID(t testing.TB) string {
 	var b [3]byte
 	rand.Read(b[:])
 	name := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
@@ -204,7 +204,7 @@ func testRuntimeOn(t testing.TB, root string) *Runtime {
 	return r
 }
 
-func testSpec(t *testing.T, args ...string) Spec {
+func testSpec(t testing.TB, args ...string) Spec {
 	return Spec{
 		ID:       testID(t),
 		Rootfs:   testRootfs,
