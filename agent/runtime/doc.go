@@ -98,7 +98,8 @@
 //     lookup_dcookie, the new mount API (fsopen, fsconfig, fsmount, fspick,
 //     move_mount, open_tree, mount_setattr), io_uring, syslog, AF_VSOCK
 //     sockets. Raw and packet sockets need CAP_NET_RAW, never granted.
-//     Architectures: x86_64, x86 and x32 on amd64; aarch64 and arm on
+//     Architectures: x86_64, x86 and (where the kernel runs x32
+//     programs; many have x32 off) x32 on amd64; aarch64 and arm on
 //     arm64.
 //   - A read-only root: an overlay of Spec.Rootfs (never written) with a
 //     per-container upper/work, mounted by Start on the host before runc
