@@ -4,6 +4,8 @@
 export PATH := /usr/local/go/bin:$(PATH)
 GO ?= go
 BIN := bin/skiff
+# The per-container shim, found by the agent next to skiff (cmd/skiff-shim).
+SHIM := bin/skiff-shim
 DATA ?= /var/lib/skiff
 LISTEN ?= 127.0.0.1:7443
 TEST_TIMEOUT ?= 25m
@@ -18,10 +20,12 @@ deps:
 
 build: deps
 	$(GO) build -o $(BIN) ./cmd/skiff
+	$(GO) build -o $(SHIM) ./cmd/skiff-shim
 
-# Put skiff on PATH when we may (root), so a second terminal can use it.
+# Put skiff on PATH when we may (root), so a second terminal can use it;
+# skiff-shim goes next to it, where the agent looks for it.
 install: build
-	@if [ -w /usr/local/bin ]; then install -m 0755 $(BIN) /usr/local/bin/skiff; \
+	@if [ -w /usr/local/bin ]; then install -m 0755 $(BIN) $(SHIM) /usr/local/bin/; \
 	else echo "note: /usr/local/bin is not writable; use $(CURDIR)/$(BIN)"; fi
 
 up: install

@@ -132,7 +132,8 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 	if err != nil {
 		return err
 	}
-	rt, err := runtime.New(runtime.Options{Root: filepath.Join(o.DataDir, "runtime"), Shim: exe, ShimArgs: []string{"shim"}})
+	shim, shimArgs := shimCommand(exe)
+	rt, err := runtime.New(runtime.Options{Root: filepath.Join(o.DataDir, "runtime"), Shim: shim, ShimArgs: shimArgs})
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
@@ -391,4 +392,17 @@ func (i imageStore) Pull(ctx context.Context, ref string) (agent.Image, error) {
 	}
 	return agent.Image{Digest: img.Digest, Rootfs: img.Rootfs, Entrypoint: img.Config.Entrypoint,
 		Cmd: img.Config.Cmd, Env: img.Config.Env, WorkingDir: img.Config.WorkingDir, User: img.Config.User}, nil
+}
+
+// shimCommand picks the per-container shim for the skiff executable exe:
+// skiff-shim next to it (cmd/skiff-shim, as `make build` and `make
+// install` put it) when that is an executable file, which starts in a
+// fraction of the time of the whole skiff binary; else `skiff shim`, so a
+// lone skiff binary works too.
+func shimCommand(exe string) (string, []string) {
+	small := filepath.Join(filepath.Dir(exe), "skiff-shim")
+	if fi, err := os.Stat(small); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+		return small, nil
+	}
+	return exe, []string{"shim"}
 }

@@ -20,7 +20,7 @@ import (
 
 // Shared by the root-only tests: built once in TestMain.
 var (
-	testShim   string // the shim binary (internal/shimcmd)
+	testShim   string // the skiff-shim binary (cmd/skiff-shim)
 	testRootfs string // a busybox root filesystem
 	testTmp    string // parent of per-test runtime roots (mode 0711)
 	skipReason string // why root-only tests skip
@@ -31,6 +31,11 @@ const helperEnv = "SKIFF_RUNTIME_TEST_HELPER"
 func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) != "" {
 		os.Exit(helperMain())
+	}
+	// The test binary is also `skiff shim`, wired as cmd/skiff wires it:
+	// a Runtime with default Options runs it so (TestShimFallback).
+	if len(os.Args) > 1 && os.Args[1] == "shim" {
+		os.Exit(ShimMain(os.Args[2:]))
 	}
 	code := func() int {
 		cleanup, err := setupRootTests()
@@ -47,6 +52,9 @@ func setupRootTests() (func(), error) {
 	nop := func() {}
 	if os.Geteuid() != 0 {
 		return nop, fmt.Errorf("needs root (real runc, overlayfs, user namespaces); run go test as root")
+	}
+	if _, err := exec.LookPath("go"); err != nil {
+		return nop, fmt.Errorf("needs the go tool to build cmd/skiff-shim: %v", err)
 	}
 	if _, err := exec.LookPath("runc"); err != nil {
 		return nop, fmt.Errorf("needs runc (apt-get install runc): %v", err)
@@ -66,7 +74,7 @@ func setupRootTests() (func(), error) {
 	}
 	testTmp = tmp
 	testShim = filepath.Join(tmp, "skiff-shim")
-	build := exec.Command("go", "build", "-o", testShim, "./internal/shimcmd")
+	build := exec.Command("go", "build", "-o", testShim, "skiff.dev/skiff/cmd/skiff-shim")
 	if out, err := build.CombinedOutput(); err != nil {
 		return cleanup, fmt.Errorf("build shim: %v\n%s", err, out)
 	}
@@ -132,7 +140,7 @@ func needRoot(t testing.TB) {
 var idSeq atomic.Int32
 
 // testID is a container id unique to this run (cgroups are global).
-func testID(t *testing.T) string {
+func testID(t testing.TB) string {
 	var b [3]byte
 	rand.Read(b[:])
 	name := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
@@ -155,12 +163,22 @@ func testUserNS() IDRange {
 // mounted.
 func newTestRuntime(t testing.TB) (*Runtime, string) {
 	t.Helper()
+	return newTestRuntimeWith(t, Options{Shim: testShim})
+}
+
+// newTestRuntimeWith is newTestRuntime with other Options (Root is set).
+func newTestRuntimeWith(t testing.TB, o Options) (*Runtime, string) {
+	t.Helper()
 	needRoot(t)
 	root, err := os.MkdirTemp(testTmp, "root-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := testRuntimeOn(t, root)
+	o.Root = root
+	r, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		sts, _ := r.List()
 		for _, st := range sts {
@@ -186,7 +204,7 @@ func testRuntimeOn(t testing.TB, root string) *Runtime {
 	return r
 }
 
-func testSpec(t *testing.T, args ...string) Spec {
+func testSpec(t testing.TB, args ...string) Spec {
 	return Spec{
 		ID:       testID(t),
 		Rootfs:   testRootfs,

@@ -130,8 +130,9 @@ func (r *Runtime) CreatePodNetNS(name string, ids IDRange) (string, error) {
 }
 
 // holder returns the command of a process that only waits for its stdin
-// to close: cat, which starts in a millisecond, else the shim, whose Go
-// runtime and package initialisation (skiff's whole binary) take ~15 ms.
+// to close: cat, which starts in a millisecond, else the shim (`-hold`),
+// which takes a few ms as skiff-shim and ~15 ms as `skiff shim` (the
+// whole binary's package initialisation).
 func (r *Runtime) holder() *exec.Cmd {
 	for _, p := range []string{"/usr/bin/cat", "/bin/cat"} {
 		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o001 != 0 {

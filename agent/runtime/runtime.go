@@ -31,10 +31,14 @@ type Options struct {
 	Root string
 	// Runc is the runc binary; default "runc" from PATH.
 	Runc string
-	// Shim is the path of the skiff binary to run as `SHIM shim ...`;
-	// default os.Executable().
+	// Shim is the per-container shim binary: skiff-shim (cmd/skiff-shim),
+	// or the skiff binary itself with ShimArgs ["shim"]. Default
+	// os.Executable() with ["shim"], for a binary whose main runs ShimMain
+	// on `shim`.
 	Shim string
-	// ShimArgs are the arguments before the shim's own; default ["shim"].
+	// ShimArgs are the arguments before the shim's own: ["shim"] for
+	// `skiff shim`, none for skiff-shim. Default ["shim"] when Shim is
+	// empty, none otherwise.
 	ShimArgs []string
 	// LogMaxBytes rotates a container log file at this size; default
 	// 10 MiB. Three files are kept (the current one and two rotated ones).
@@ -183,15 +187,14 @@ func New(o Options) (*Runtime, error) {
 	// Without a sealed copy runc still runs, making its own for each
 	// container; only slower.
 	r.runcFile, _ = sealedRunc(r.runc)
-	r.shim = o.Shim
+	r.shim, r.shimArgs = o.Shim, o.ShimArgs
 	if r.shim == "" {
 		if r.shim, err = os.Executable(); err != nil {
 			return nil, fmt.Errorf("runtime: shim binary: %w", err)
 		}
-	}
-	r.shimArgs = o.ShimArgs
-	if r.shimArgs == nil {
-		r.shimArgs = []string{"shim"}
+		if r.shimArgs == nil {
+			r.shimArgs = []string{"shim"}
+		}
 	}
 	for _, d := range []struct {
 		path string

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	goruntime "runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -21,8 +22,27 @@ import (
 
 var recordRE = regexp.MustCompile(`^(\S+) (stdout|stderr) (.*)$`)
 
+// TestExitCodeAndLogs runs a container through skiff-shim (cmd/skiff-shim),
+// as the agent does when skiff-shim is installed next to skiff.
 func TestExitCodeAndLogs(t *testing.T) {
 	r, _ := newTestRuntime(t)
+	exitCodeAndLogs(t, r)
+}
+
+// TestShimFallback runs a container through `EXE shim`, the default
+// Options and what the agent does with a lone skiff binary: EXE is this
+// test binary, wired as cmd/skiff (see TestMain).
+func TestShimFallback(t *testing.T) {
+	r, _ := newTestRuntimeWith(t, Options{})
+	exe, _ := os.Executable()
+	if r.shim != exe || !slices.Equal(r.shimArgs, []string{"shim"}) {
+		t.Fatalf("default shim %q %q, want %q [shim]", r.shim, r.shimArgs, exe)
+	}
+	exitCodeAndLogs(t, r)
+}
+
+func exitCodeAndLogs(t *testing.T, r *Runtime) {
+	t.Helper()
 	s := testSpec(t, "sh", "-c", "echo hello; echo oops >&2; exit 3")
 	before := time.Now()
 	startOK(t, r, s)
@@ -361,7 +381,10 @@ func TestConfigSandbox(t *testing.T) {
 		t.Errorf("seccomp default = %v / %v", sc["defaultAction"], sc["defaultErrnoRet"])
 	}
 	arches := strings.Join(anyStrings(sc["architectures"]), " ")
-	want := map[string][]string{"amd64": {"SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"}, "arm64": {"SCMP_ARCH_AARCH64"}}[goruntime.GOARCH]
+	want := map[string][]string{"amd64": {"SCMP_ARCH_X86_64", "SCMP_ARCH_X86"}, "arm64": {"SCMP_ARCH_AARCH64"}}[goruntime.GOARCH]
+	if goruntime.GOARCH == "amd64" && x32Enabled() {
+		want = append(want, "SCMP_ARCH_X32")
+	}
 	for _, a := range want {
 		if !strings.Contains(" "+arches+" ", " "+a+" ") {
 			t.Errorf("architectures %s lack %s", arches, a)

@@ -21,10 +21,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ShimMain is the container shim: `skiff shim -root R -id ID -runc RUNC
-// -log-max N -ready-fd 3`. Runtime.Start runs it, one per container, in
-// its own session; it outlives the agent. It returns the process's exit
-// code.
+// ShimMain is the container shim: `skiff-shim -root R -id ID -runc RUNC
+// -log-max N -ready-fd 3` (cmd/skiff-shim), or the same after `skiff
+// shim`. Runtime.Start runs it, one per container, in its own session; it
+// outlives the agent. It returns the process's exit code.
 //
 // The shim makes itself a child subreaper, runs `runc run --detach` with
 // the container's stdout and stderr as pipes to itself, reports the
