@@ -26,8 +26,10 @@ import (
 // Binary is the skiff binary Build made.
 var Binary string
 
-// Build compiles cmd/skiff into a temporary directory; call it from
-// TestMain and the returned cleanup after m.Run.
+// Build compiles cmd/skiff and cmd/skiff-shim into a temporary directory,
+// as `make build` puts them side by side (agents then run skiff-shim for
+// each container); call it from TestMain and the returned cleanup after
+// m.Run.
 func Build() (cleanup func(), err error) {
 	dir, err := os.MkdirTemp("", "skiff-test-bin-")
 	if err != nil {
@@ -36,7 +38,7 @@ func Build() (cleanup func(), err error) {
 	_, file, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(file), "..", "..")
 	Binary = filepath.Join(dir, "skiff")
-	build := exec.Command("go", "build", "-o", Binary, "./cmd/skiff")
+	build := exec.Command("go", "build", "-o", dir+"/", "./cmd/skiff", "./cmd/skiff-shim")
 	build.Dir = root
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
