@@ -77,7 +77,9 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 			msg = s
 		}
 	}
-	if status >= 500 {
+	if status >= 500 && r.Context().Err() == nil {
+		// (A request whose client went away, or that a shutdown ended,
+		// failed for that reason: nothing to report.)
 		slog.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
 	writeJSON(w, status, ErrorBody{Error: msg, Code: code})
