@@ -178,9 +178,10 @@ func (c *Client) attempt(ctx context.Context, method, path string, payload []byt
 				uncertain = uncertain || sent
 				continue // try the next server
 			}
-			if resp.StatusCode == http.StatusBadGateway {
+			if resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusGatewayTimeout {
 				// A server passed the request on (to the leader) and got
-				// no answer: like a dropped connection after sending.
+				// no answer, or its etcd gave up waiting on a write it
+				// had taken: like a dropped connection after sending.
 				b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 				resp.Body.Close()
 				err := apiError(resp, b, fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b))))

@@ -28,9 +28,11 @@ import (
 //     cut off from the majority, or the cluster is electing) or 421
 //     Misdirected Request (it cannot serve this request, another can).
 //     Such an answer means the server did not carry the request out.
-//   - answers 502 Bad Gateway: it passed the request on to the leader
-//     (work items, runs) and got no answer. That is treated like a
-//     connection broken after sending: the outcome is unknown.
+//   - answers 502 Bad Gateway (it passed the request on to the leader
+//     and got no answer) or 504 Gateway Timeout (its etcd took a write
+//     and gave up waiting for a quorum: the write may still be committed
+//     later). That is treated like a connection broken after sending:
+//     the outcome is unknown.
 //
 // Whether a request is tried again elsewhere also depends on whether it
 // may already have been carried out. A request whose headers were sent

@@ -255,17 +255,20 @@ func TestWatchResumes(t *testing.T) {
 
 // A server that passed a write to the leader and got no answer says 502:
 // the write is not sent elsewhere, its outcome is unknown; a read is.
+// So does one whose etcd took a write and timed out waiting (504).
 func TestBadGatewayIsOutcomeUnknown(t *testing.T) {
-	a := newTestServer(t, fail(502, "unavailable"))
-	b := newTestServer(t, answer(map[string]string{"identity": "b"}))
-	c := testClient(t, a, b)
-	if _, err := c.Delete(context.Background(), api.Ref{Kind: "Pod", Name: "p"}, 0); !errors.Is(err, ErrOutcomeUnknown) {
-		t.Fatalf("delete through a 502: %v, want an error matching ErrOutcomeUnknown", err)
-	}
-	if b.count() != 0 {
-		t.Fatalf("the delete was sent to b too (%d requests)", b.count())
-	}
-	if id := whoami(t, c); id != "b" {
-		t.Fatalf("read answered by %s, want b (a answers 502)", id)
+	for _, status := range []int{502, 504} {
+		a := newTestServer(t, fail(status, "unavailable"))
+		b := newTestServer(t, answer(map[string]string{"identity": "b"}))
+		c := testClient(t, a, b)
+		if _, err := c.Delete(context.Background(), api.Ref{Kind: "Pod", Name: "p"}, 0); !errors.Is(err, ErrOutcomeUnknown) {
+			t.Fatalf("delete through a %d: %v, want an error matching ErrOutcomeUnknown", status, err)
+		}
+		if b.count() != 0 {
+			t.Fatalf("the delete was sent to b too after a %d (%d requests)", status, b.count())
+		}
+		if id := whoami(t, c); id != "b" {
+			t.Fatalf("read answered by %s, want b (a answers %d)", id, status)
+		}
 	}
 }

@@ -70,6 +70,13 @@ func httpStatus(err error) (int, string) {
 
 func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status, code := httpStatus(err)
+	if status == http.StatusServiceUnavailable && r.Method != http.MethodGet && r.Method != http.MethodHead && etcdTimedOut(err) {
+		// etcd took the write and gave up waiting for it: it may still be
+		// committed (a proposal queued towards a leader out of reach is
+		// delivered once the link is back). 504: the outcome is unknown,
+		// which clients do not take for "not carried out".
+		status = http.StatusGatewayTimeout
+	}
 	msg := err.Error()
 	if status == http.StatusBadRequest {
 		// "invalid: x" reads badly; the code already says it.

@@ -141,3 +141,15 @@ func etcdUnavailable(err error) bool {
 	}
 	return errors.Is(err, errUnavailable)
 }
+
+// etcdTimedOut reports whether err is etcd giving up on a request it had
+// taken: a write it may yet commit.
+func etcdTimedOut(err error) bool {
+	for _, e := range []error{rpctypes.ErrLeaderChanged, rpctypes.ErrTimeout,
+		rpctypes.ErrTimeoutDueToLeaderFail, rpctypes.ErrTimeoutDueToConnectionLost} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
