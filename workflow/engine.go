@@ -40,6 +40,15 @@ type Object struct {
 	Body map[string]any
 }
 
+// phase is the phase an object's runs are in: Down once it is being
+// deleted, Up before.
+func (o Object) phase() string {
+	if o.Deleting {
+		return Down
+	}
+	return Up
+}
+
 // WorkItem asks a controller to run one attempt of one step for one object.
 type WorkItem struct {
 	ID         string         `json:"id"`
@@ -273,10 +282,7 @@ func (e *Engine) Submit(obj Object) {
 	e.mu.Lock()
 	st := e.state(obj.Ref)
 	st.obj = obj
-	phase := Up
-	if obj.Deleting {
-		phase = Down
-	}
+	phase := obj.phase()
 	g := e.graphs[obj.Kind+"/"+phase]
 	actions := e.resumeLocked(st, phase)
 	switch {
@@ -322,10 +328,7 @@ func (e *Engine) RetryFailed(kind string) int {
 		if st.obj.Kind != kind || st.active != nil || st.ended != RunFailed {
 			continue
 		}
-		phase := Up
-		if st.obj.Deleting {
-			phase = Down
-		}
+		phase := st.obj.phase()
 		g := e.graphs[kind+"/"+phase]
 		if g == nil {
 			continue
@@ -356,10 +359,7 @@ func (e *Engine) Rerun(obj Object, cause string) {
 	e.mu.Lock()
 	st := e.state(obj.Ref)
 	st.obj = obj
-	phase := Up
-	if obj.Deleting {
-		phase = Down
-	}
+	phase := obj.phase()
 	actions := e.resumeLocked(st, phase)
 	if st.active != nil {
 		actions = append(actions, e.supersedeLocked(st.active)...)
