@@ -43,8 +43,9 @@ type ErrorBody struct {
 	Code  string `json:"code"` // invalid, unauthenticated, forbidden, not_found, exists, conflict, too_large, unavailable, internal
 }
 
-// httpStatus is the one place that maps error kinds to HTTP answers.
-func httpStatus(err error) (int, string) {
+// httpStatus is the one place that maps error kinds to HTTP answers, for
+// a request of method.
+func httpStatus(method string, err error) (int, string) {
 	switch {
 	case errors.Is(err, errUnauthenticated):
 		return http.StatusUnauthorized, "unauthenticated"
@@ -62,6 +63,12 @@ func httpStatus(err error) (int, string) {
 		return http.StatusConflict, "exists"
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, errNotFound):
 		return http.StatusNotFound, "not_found"
+	case method != http.MethodGet && method != http.MethodHead && etcdTimedOut(err):
+		// etcd took the write and gave up waiting for it: it may still be
+		// committed (a proposal queued towards a leader out of reach is
+		// delivered once the link is back). 504: the outcome is unknown,
+		// which clients do not take for "not carried out".
+		return http.StatusGatewayTimeout, "unavailable"
 	case etcdUnavailable(err): // errUnavailable too; see quorum.go
 		return http.StatusServiceUnavailable, "unavailable"
 	}
@@ -69,14 +76,7 @@ func httpStatus(err error) (int, string) {
 }
 
 func writeError(w http.ResponseWriter, r *http.Request, err error) {
-	status, code := httpStatus(err)
-	if status == http.StatusServiceUnavailable && r.Method != http.MethodGet && r.Method != http.MethodHead && etcdTimedOut(err) {
-		// etcd took the write and gave up waiting for it: it may still be
-		// committed (a proposal queued towards a leader out of reach is
-		// delivered once the link is back). 504: the outcome is unknown,
-		// which clients do not take for "not carried out".
-		status = http.StatusGatewayTimeout
-	}
+	status, code := httpStatus(r.Method, err)
 	msg := err.Error()
 	if status == http.StatusBadRequest {
 		// "invalid: x" reads badly; the code already says it.
