@@ -18,6 +18,9 @@ var (
 	errTooLarge        = errors.New("request too large")
 	errMethod          = errors.New("method not allowed")
 	errConflict        = errors.New("conflict")
+	// errPassedOn: a request passed to the leader got no answer; it may
+	// have been carried out there.
+	errPassedOn = errors.New("passed on, no answer")
 )
 
 // statusError is an error with its HTTP answer chosen where it was made.
@@ -63,6 +66,10 @@ func httpStatus(method string, err error) (int, string) {
 		return http.StatusConflict, "exists"
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, errNotFound):
 		return http.StatusNotFound, "not_found"
+	case errors.Is(err, errPassedOn):
+		// 502, which clients take as "outcome unknown", not 503 ("not
+		// carried out, try another server").
+		return http.StatusBadGateway, "unavailable"
 	case method != http.MethodGet && method != http.MethodHead && etcdTimedOut(err):
 		// etcd took the write and gave up waiting for it: it may still be
 		// committed (a proposal queued towards a leader out of reach is

@@ -340,11 +340,8 @@ func (s *Server) toLeader(w http.ResponseWriter, r *http.Request, orRecords bool
 				return
 			}
 			// The request may have reached the leader before it went
-			// quiet: 502, which clients take as "outcome unknown", not
-			// 503 ("not carried out, try another server").
-			writeJSON(w, http.StatusBadGateway, ErrorBody{
-				Error: fmt.Sprintf("the leader, server %s, did not answer: %v; the request may or may not have been carried out", v.Name, err),
-				Code:  "unavailable"})
+			// quiet.
+			writeError(w, r, &statusError{kind: errPassedOn, msg: fmt.Sprintf("the leader, server %s, did not answer: %v; the request may or may not have been carried out", v.Name, err)})
 		},
 	}
 	// A request passed to a leader that then loses office (or is cut off
