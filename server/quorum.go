@@ -38,6 +38,7 @@ type quorum struct {
 
 	mu         sync.Mutex // guards the fields below
 	checked    time.Time
+	checking   bool // a check is asking the member
 	err        error
 	lost       chan struct{} // closed (and dropped) when a check finds no leader
 	streams    int           // streams waiting on lost
@@ -60,13 +61,17 @@ func (q *quorum) check(ctx context.Context) error {
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if time.Since(q.checked) < quorumCheckEvery {
-		return q.err
+	if q.checking || time.Since(q.checked) < quorumCheckEvery {
+		return q.err // as last seen: one request at a time asks the member
 	}
+	q.checking = true
+	q.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
 	// The in-process client ignores the endpoint: it asks its member.
 	st, err := q.kv.Status(ctx, "")
+	cancel()
+	q.mu.Lock()
+	q.checking = false
 	switch {
 	case err != nil:
 		q.err = &statusError{kind: errUnavailable, msg: "this server's etcd member does not answer (" + err.Error() + "): try another server"}
