@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"skiff.dev/skiff/agent/sim"
@@ -148,7 +149,7 @@ func Schedule(ctx context.Context, w io.Writer, o ScheduleOptions) (err error) {
 		}
 		creators = append(creators, c)
 	}
-	createStart := time.Now()
+	createStart, createCPU := time.Now(), processCPU()
 	createCtx, stopCreates := context.WithCancel(ctx)
 	defer stopCreates()
 	createDone := make(chan error, 1)
@@ -205,7 +206,7 @@ wait:
 			return ctx.Err()
 		}
 	}
-	allRunning := time.Since(createStart)
+	allRunning, cpuUsed := time.Since(createStart), processCPU()-createCPU
 	if o.Profile != "" {
 		if err := stopProfiles(o.Profile, stopCPU); err != nil {
 			return err
@@ -234,6 +235,8 @@ wait:
 	}
 	if len(running) > 0 {
 		rows = append(rows, Row{Metric: "pods Running/s, first create to last Running", Value: rate(len(running), running[len(running)-1].Sub(createStart))})
+		rows = append(rows, Row{Metric: "process CPU (user + system), first create to all Running; per pod Running",
+			Value: fmt.Sprintf("%.1f s; %.2f ms", cpuUsed.Seconds(), float64(cpuUsed.Microseconds())/1000/float64(len(running)))})
 	}
 	mem, err := readProcMem(os.Getpid())
 	if err != nil {
@@ -434,6 +437,16 @@ func rate(n int, d time.Duration) string {
 		return "-"
 	}
 	return fmt.Sprintf("%.0f/s", float64(n)/d.Seconds())
+}
+
+// processCPU is the CPU time (user and system) this process has used:
+// steadier than wall-clock rates on a machine that is doing other work.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // procStatusBytes reads a size field ("VmHWM:") of /proc/self/status.
