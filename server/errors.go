@@ -21,6 +21,10 @@ var (
 	// errPassedOn: a request passed to the leader got no answer; it may
 	// have been carried out there.
 	errPassedOn = errors.New("passed on, no answer")
+	// errStopping: this server is shutting down; the request was not
+	// carried out (a 503: clients try another server). Not logged: every
+	// request in flight at a shutdown gets it.
+	errStopping = &statusError{kind: errUnavailable, msg: "this server is stopping: try another server"}
 )
 
 // statusError is an error with its HTTP answer chosen where it was made.
@@ -91,7 +95,7 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 			msg = s
 		}
 	}
-	if status >= 500 && r.Context().Err() == nil {
+	if status >= 500 && r.Context().Err() == nil && !errors.Is(err, errStopping) {
 		// (A request whose client went away, or that a shutdown ended,
 		// failed for that reason: nothing to report.)
 		slog.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)

@@ -113,7 +113,7 @@ func (l *leaseTable) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			l.mu.Lock()
-			l.batch.err = ctx.Err()
+			l.batch.err = errStopping
 			close(l.batch.done)
 			l.batch = &leaseBatch{done: make(chan struct{})}
 			l.mu.Unlock()

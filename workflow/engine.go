@@ -1,6 +1,7 @@
 package workflow
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -15,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"skiff.dev/skiff/api"
 	"skiff.dev/skiff/api/fieldpath"
 )
 
@@ -569,12 +571,21 @@ func readHash(s *Step, body map[string]any) string {
 		return ""
 	}
 	h := sha256.New()
+	var b []byte
+	var esc bytes.Buffer
 	for _, rp := range s.Reads {
 		h.Write([]byte(rp.String()))
 		h.Write([]byte{1})
 		for _, p := range fieldpath.Expand(body, rp) {
 			v, _ := fieldpath.Get(body, p)
-			b, _ := json.Marshal(v)
+			b, _ = api.AppendTree(b[:0], v)
+			if bytes.ContainsAny(b, "<>&") {
+				// The hashes are stored (completion marks): keep
+				// json.Marshal's bytes, which escape these.
+				esc.Reset()
+				json.HTMLEscape(&esc, b)
+				b = append(b[:0], esc.Bytes()...)
+			}
 			h.Write([]byte(p.String()))
 			h.Write([]byte{0})
 			h.Write(b)
