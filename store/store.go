@@ -34,16 +34,17 @@ type Options struct {
 
 // Store is the versioned object store. It is safe for concurrent use.
 type Store struct {
-	kv     *clientv3.Client
-	prefix string
-	every  int64
-	now    func() time.Time
-	known  known // objects lately written or read, for Mutate
+	kv      *clientv3.Client
+	prefix  string
+	every   int64
+	now     func() time.Time
+	known   known // objects lately written or read, for Mutate
+	commits committer
 }
 
 // New returns a store on an etcd client.
 func New(kv *clientv3.Client, o Options) *Store {
-	s := &Store{kv: kv, prefix: o.Prefix, every: o.SnapshotEvery, now: o.Now}
+	s := &Store{kv: kv, prefix: o.Prefix, every: o.SnapshotEvery, now: o.Now, commits: committer{kv: kv}}
 	s.known.seed = maphash.MakeSeed()
 	if s.prefix == "" {
 		s.prefix = "/skiff"
@@ -78,23 +79,12 @@ type Write struct {
 // ErrGuard means a write's Guard did not hold: nothing was written.
 var ErrGuard = errors.New("the writer's guard does not hold")
 
-// commit runs a write's transaction: cmps then ops, with w's guard and
-// extra operations. succeeded reports whether cmps held; a guard that
-// does not hold is ErrGuard.
-func (s *Store) commit(ctx context.Context, w Write, cmps []clientv3.Cmp, ops ...clientv3.Op) (resp *clientv3.TxnResponse, succeeded bool, err error) {
-	ops = append(ops, w.Also...)
-	if len(w.Guard) == 0 {
-		resp, err = s.kv.Txn(ctx).If(cmps...).Then(ops...).Commit()
-		return resp, err == nil && resp.Succeeded, err
-	}
-	resp, err = s.kv.Txn(ctx).If(w.Guard...).Then(clientv3.OpTxn(cmps, ops, nil)).Commit()
-	if err != nil {
-		return nil, false, err
-	}
-	if !resp.Succeeded {
-		return nil, false, ErrGuard
-	}
-	return resp, resp.Responses[0].GetResponseTxn().Succeeded, nil
+// commit runs a write's transaction on the object at key: cmps then ops,
+// with w's guard and extra operations, grouped with other writes waiting
+// (commit.go). succeeded reports whether cmps held; a guard that does not
+// hold is ErrGuard.
+func (s *Store) commit(ctx context.Context, w Write, key string, cmps []clientv3.Cmp, ops ...clientv3.Op) (resp *clientv3.TxnResponse, succeeded bool, err error) {
+	return s.commits.commit(ctx, w.Guard, key, cmps, append(ops, w.Also...))
 }
 
 // Op says what a write did.
@@ -399,7 +389,7 @@ func (s *Store) write(ctx context.Context, ref api.Ref, w Write, b *base, next *
 	if n := len(ob) + len(rb); n > MaxRequestBytes-64<<10 {
 		return Result{}, false, fmt.Errorf("%s: %w: the object and its revision are %d bytes, more than etcd takes in one request (%d)", ref, ErrTooLarge, n, MaxRequestBytes)
 	}
-	resp, ok, err := s.commit(ctx, w, cmps, clientv3.OpPut(key, ob), clientv3.OpPut(s.histKey(ref, rec.Rev), rb))
+	resp, ok, err := s.commit(ctx, w, key, cmps, clientv3.OpPut(key, ob), clientv3.OpPut(s.histKey(ref, rec.Rev), rb))
 	if err != nil {
 		s.known.forget(ref.Kind, key)
 		return Result{}, false, fmt.Errorf("%s: write: %w", ref, err)
@@ -451,7 +441,7 @@ func (s *Store) Delete(ctx context.Context, ref api.Ref, w Write) (api.Object, e
 		if err != nil {
 			return api.Object{}, err
 		}
-		_, ok, err := s.commit(ctx, w, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.objKey(ref)), "=", modRev)},
+		_, ok, err := s.commit(ctx, w, s.objKey(ref), []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.objKey(ref)), "=", modRev)},
 			clientv3.OpDelete(s.objKey(ref)), clientv3.OpPut(s.histKey(ref, rec.Rev), rb))
 		if err != nil {
 			return api.Object{}, fmt.Errorf("%s: delete: %w", ref, err)
