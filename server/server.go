@@ -31,6 +31,7 @@ import (
 	"skiff.dev/skiff/api/fieldpath"
 	"skiff.dev/skiff/api/identity"
 	"skiff.dev/skiff/api/labels"
+	"skiff.dev/skiff/internal/workers"
 	"skiff.dev/skiff/ownership"
 	"skiff.dev/skiff/store"
 	"skiff.dev/skiff/workflow"
@@ -63,6 +64,7 @@ type Server struct {
 	orch    *Orchestrator
 	mux     *http.ServeMux
 	metrics *metrics
+	workers *workers.Pool // run requests (see route)
 
 	quorum *quorum // answers 503 while the etcd member has no leader
 
@@ -97,7 +99,7 @@ func (s *Server) AttachNode(name string, h http.Handler) {
 // New returns a server over a store, a token registry and the workflow
 // orchestrator (which also holds the field owners the API enforces).
 func New(st *store.Store, tokens *Tokens, orch *Orchestrator) *Server {
-	s := &Server{store: st, tokens: tokens, orch: orch, mux: http.NewServeMux(), metrics: newMetrics()}
+	s := &Server{store: st, tokens: tokens, orch: orch, mux: http.NewServeMux(), metrics: newMetrics(), workers: workers.New()}
 	orch.life.release = s.releasePod
 	s.quorum = newQuorum(orch.kv)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -144,33 +146,41 @@ func (s *Server) route(pattern, name string, h handler) {
 			limit = MaxImageBytes
 		}
 		r.Body = http.MaxBytesReader(rec, r.Body, limit)
-		if !streaming(name, r) {
+		if streaming(name, r) {
+			ctx, cancel := s.quorum.watch(r.Context())
+			defer cancel()
+			s.serve(name, rec, r.WithContext(ctx), h)
+		} else {
 			ctx, cancel := context.WithTimeout(r.Context(), RequestTimeout)
 			defer cancel()
 			r = r.WithContext(ctx)
-		} else {
-			ctx, cancel := s.quorum.watch(r.Context())
-			defer cancel()
-			r = r.WithContext(ctx)
-		}
-		err := func() error {
-			// Servers report on themselves without a quorum too.
-			if name != "servers" {
-				if err := s.quorum.check(r.Context()); err != nil {
-					return err
-				}
-			}
-			tok, err := s.authenticate(r)
-			if err != nil {
-				return err
-			}
-			return h(rec, r, tok)
-		}()
-		if err != nil {
-			writeError(rec, r, err)
+			// On a worker, whose stack has grown already: see package
+			// workers. (A stream runs long; it keeps its own.)
+			s.workers.Run(func() { s.serve(name, rec, r, h) })
 		}
 		s.metrics.observe(name, r.Method, rec.status, time.Since(start))
 	})
+}
+
+// serve checks a request's quorum and token, runs its handler, and
+// answers a failure.
+func (s *Server) serve(name string, rec *statusRecorder, r *http.Request, h handler) {
+	err := func() error {
+		// Servers report on themselves without a quorum too.
+		if name != "servers" {
+			if err := s.quorum.check(r.Context()); err != nil {
+				return err
+			}
+		}
+		tok, err := s.authenticate(r)
+		if err != nil {
+			return err
+		}
+		return h(rec, r, tok)
+	}()
+	if err != nil {
+		writeError(rec, r, err)
+	}
 }
 
 func (s *Server) authenticate(r *http.Request) (Token, error) {

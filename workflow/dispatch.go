@@ -3,7 +3,8 @@ package workflow
 import (
 	"context"
 	"sync"
-	"time"
+
+	"skiff.dev/skiff/internal/workers"
 )
 
 // Handler runs one work item of an in-process controller. log appends a
@@ -22,43 +23,9 @@ type Local struct {
 	mu       sync.Mutex
 	handlers map[string]Handler            // controller → handler
 	cancels  map[string]context.CancelFunc // item ID → cancel
-	workers  workers
-}
-
-// workers run handlers on goroutines that outlive one item: a goroutine
-// that finished an item waits a while for the next one. A new goroutine
-// starts on a small stack and grows it by copying, again for every item
-// (a step's write goes deep: decoding, diffs, etcd), which cost more than
-// the step's own work at thousands of pods a second. Handlers may block
-// (a rollout waits on its pods), so there is no bound: an item no idle
-// worker takes gets a goroutine of its own.
-type workers struct {
-	idle chan func()
-}
-
-// workerIdle is how long a worker waits for another item before it ends.
-const workerIdle = 10 * time.Second
-
-func (w *workers) do(f func()) {
-	select {
-	case w.idle <- f:
-	default:
-		go w.loop(f)
-	}
-}
-
-func (w *workers) loop(f func()) {
-	t := time.NewTimer(workerIdle)
-	defer t.Stop()
-	for {
-		f()
-		t.Reset(workerIdle)
-		select {
-		case f = <-w.idle:
-		case <-t.C:
-			return
-		}
-	}
+	// workers run the handlers: a step goes deep (decoding, diffs,
+	// etcd), and a new goroutine per item grew its stack each time.
+	workers *workers.Pool
 }
 
 // Handle registers the handler of an in-process controller.
@@ -84,11 +51,12 @@ func (l *Local) Dispatch(item *WorkItem) bool {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	l.cancels[item.ID] = cancel
-	if l.workers.idle == nil {
-		l.workers.idle = make(chan func())
+	if l.workers == nil {
+		l.workers = workers.New()
 	}
+	pool := l.workers
 	l.mu.Unlock()
-	l.workers.do(func() {
+	pool.Go(func() {
 		res := h(ctx, item, func(msg string, attrs map[string]any) { l.Engine.Log(item.ID, msg, attrs) })
 		l.mu.Lock()
 		delete(l.cancels, item.ID)
