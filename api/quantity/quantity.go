@@ -176,7 +176,7 @@ func (k kind) value(s string) (int64, string) {
 	num, suffix := split(s)
 	mul, ok := k.unit(suffix)
 	whole, frac, dot := strings.Cut(num, ".")
-	if !ok || !digits(whole) || !digits(frac) || whole+frac == "" || dot && frac == "" {
+	if !ok || !digits(whole) || !digits(frac) || len(whole)+len(frac) == 0 || dot && frac == "" {
 		return 0, k.syntax
 	}
 	if q, reason, ok := k.small(whole, frac, mul); ok {
