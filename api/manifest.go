@@ -261,12 +261,8 @@ func DecodeObject(data []byte) (Object, error) {
 	// decoder, whose errors (and leniency) users see.
 	tree, err := DecodeTree(data)
 	if err != nil {
-		dec := json.NewDecoder(bytes.NewReader(data))
-		if err := dec.Decode(&tree); err != nil {
-			return Object{}, fmt.Errorf("%w: body is not JSON: %v", ErrInvalid, err)
-		}
-		if dec.More() {
-			return Object{}, fmt.Errorf("%w: body holds more than one JSON value", ErrInvalid)
+		if tree, err = decodeBody(data); err != nil {
+			return Object{}, err
 		}
 	}
 	var d manifestDoc
@@ -274,4 +270,17 @@ func DecodeObject(data []byte) (Object, error) {
 		return Object{}, err
 	}
 	return Normalize(Object{Kind: d.Kind, Name: d.Name, Namespace: d.Namespace, Labels: d.Labels, Spec: d.Spec})
+}
+
+// decodeBody reads a request body with encoding/json's decoder.
+func decodeBody(data []byte) (any, error) {
+	var tree any
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&tree); err != nil {
+		return nil, fmt.Errorf("%w: body is not JSON: %v", ErrInvalid, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("%w: body holds more than one JSON value", ErrInvalid)
+	}
+	return tree, nil
 }

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -110,15 +109,8 @@ func checkPodSpec(t *testing.T, name string, tree any) {
 	t.Helper()
 	want, werr := decodeReflect(tree)
 	got, gerr := decodeByHand(tree)
-	if werr != nil || gerr != nil {
-		var wfe, gfe *FieldError
-		if !errors.As(werr, &wfe) || !errors.As(gerr, &gfe) || *wfe != *gfe {
-			t.Fatalf("%s: error\n got %#v\nwant %#v", name, gerr, werr)
-		}
+	if !sameDecode(t, name, got, want, gerr, werr) {
 		return
-	}
-	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("%s: decoded\n got %#v\nwant %#v", name, got, want)
 	}
 	// Encode the defaulted spec, as Normalize does, whether or not it is valid.
 	got.Default()
@@ -157,22 +149,30 @@ func TestPodSpecDecoder(t *testing.T) {
 	}
 }
 
+// sameDecode fails the test unless both decoders gave the same value or
+// the same error; it reports whether they gave a value.
+func sameDecode(t *testing.T, name string, got, want any, gerr, werr error) bool {
+	t.Helper()
+	if werr != nil || gerr != nil {
+		var wfe, gfe *FieldError
+		if !errors.As(werr, &wfe) || !errors.As(gerr, &gfe) || *wfe != *gfe {
+			t.Fatalf("%s: error\n got %#v\nwant %#v", name, gerr, werr)
+		}
+		return false
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("%s: decoded\n got %#v\nwant %#v", name, got, want)
+	}
+	return true
+}
+
 // checkManifestDoc holds the envelope's decoder to decodeInto.
 func checkManifestDoc(t *testing.T, name string, tree any) {
 	t.Helper()
 	var want, got manifestDoc
 	werr := decodeInto(tree, reflect.ValueOf(&want).Elem(), "")
 	gerr := decodeManifestDoc(tree, &got)
-	if werr != nil || gerr != nil {
-		var wfe, gfe *FieldError
-		if !errors.As(werr, &wfe) || !errors.As(gerr, &gfe) || *wfe != *gfe {
-			t.Fatalf("%s: error\n got %#v\nwant %#v", name, gerr, werr)
-		}
-		return
-	}
-	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("%s: decoded\n got %#v\nwant %#v", name, got, want)
-	}
+	sameDecode(t, name, got, want, gerr, werr)
 }
 
 // TestManifestDocDecoder: the envelope of a created object decodes as
@@ -200,13 +200,9 @@ func TestManifestDocDecoder(t *testing.T) {
 // decodeObjectReflect is DecodeObject as it was, with encoding/json's
 // decoder and the reflective decoders throughout.
 func decodeObjectReflect(data []byte) (Object, error) {
-	var tree any
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&tree); err != nil {
-		return Object{}, fmt.Errorf("%w: body is not JSON: %v", ErrInvalid, err)
-	}
-	if dec.More() {
-		return Object{}, fmt.Errorf("%w: body holds more than one JSON value", ErrInvalid)
+	tree, err := decodeBody(data)
+	if err != nil {
+		return Object{}, err
 	}
 	var d manifestDoc
 	if err := decodeInto(tree, reflect.ValueOf(&d).Elem(), ""); err != nil {
