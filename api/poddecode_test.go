@@ -166,6 +166,55 @@ func sameDecode(t *testing.T, name string, got, want any, gerr, werr error) bool
 	return true
 }
 
+// TestPodSpecCodecCoversEveryField: a pod spec and an envelope with every
+// field set decode and encode as the reflective path and encoding/json do,
+// so that a field added to the types but not to the hand-written code
+// fails here.
+func TestPodSpecCodecCoversEveryField(t *testing.T) {
+	var p PodSpec
+	fill(reflect.ValueOf(&p).Elem())
+	tree := jsonTree(t, &p)
+	checkPodSpec(t, "every field", tree)
+	if got, err := decodeByHand(tree); err != nil || !reflect.DeepEqual(got, &p) {
+		t.Fatalf("every field: decoded\n got %#v, %v\nwant %#v", got, err, &p)
+	}
+	var d manifestDoc
+	fill(reflect.ValueOf(&d).Elem())
+	checkManifestDoc(t, "every envelope field", jsonTree(t, &d))
+}
+
+// fill sets every field of v, recursively, to a non-zero value.
+func fill(v reflect.Value) {
+	switch v.Kind() {
+	case reflect.String:
+		for _, s := range []string{"a", "1", "root"} { // one its Check passes, if it has one
+			v.SetString(s)
+			if c, ok := v.Addr().Interface().(checker); !ok || c.Check() == nil {
+				break
+			}
+		}
+	case reflect.Interface:
+		v.Set(reflect.ValueOf("a"))
+	case reflect.Pointer:
+		v.Set(reflect.New(v.Type().Elem()))
+		fill(v.Elem())
+	case reflect.Slice:
+		v.Set(reflect.MakeSlice(v.Type(), 1, 1))
+		fill(v.Index(0))
+	case reflect.Map:
+		e := reflect.New(v.Type().Elem()).Elem()
+		fill(e)
+		v.Set(reflect.MakeMap(v.Type()))
+		v.SetMapIndex(reflect.ValueOf("a"), e)
+	case reflect.Struct:
+		for i := range v.NumField() {
+			fill(v.Field(i))
+		}
+	default:
+		panic("fill: " + v.Type().String())
+	}
+}
+
 // checkManifestDoc holds the envelope's decoder to decodeInto.
 func checkManifestDoc(t *testing.T, name string, tree any) {
 	t.Helper()
