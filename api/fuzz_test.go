@@ -51,7 +51,11 @@ func FuzzDecodeObject(f *testing.F) {
 	f.Add([]byte(`{"kind":"Pod","name":"w","spec":{"containers":[{"name":"a","image":"b","env":{"A.B":"x"}}]}}`))
 	f.Add([]byte(`{"kind":"Grant","name":"g","spec":{"namespaces":["*"],"privileges":["root"]}}`))
 	f.Add([]byte(`[1,2,3]`))
+	for _, s := range treeSamples {
+		f.Add([]byte(s))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		checkDecodeObject(t, data)
 		o, err := DecodeObject(data)
 		if err != nil {
 			if !errors.Is(err, ErrInvalid) {

@@ -31,6 +31,11 @@ func Kinds() []KindInfo { return append([]KindInfo(nil), kinds...) }
 
 // LookupKind accepts a kind in any spelling users type: "Pod", "pod", "pods", "po".
 func LookupKind(s string) (KindInfo, error) {
+	for _, k := range kinds { // the canonical spelling, as stored: no case folding
+		if s == k.Name {
+			return k, nil
+		}
+	}
 	l := strings.ToLower(s)
 	for _, k := range kinds {
 		if l == strings.ToLower(k.Name) || l == k.Plural {
@@ -59,7 +64,11 @@ func (k KindInfo) DecodeSpec(spec map[string]any) (any, error) {
 	if spec != nil {
 		tree = spec
 	}
-	if err := decodeInto(tree, reflect.ValueOf(typed).Elem(), "spec"); err != nil {
+	if p, ok := typed.(*PodSpec); ok {
+		if err := decodePodSpec(tree, p); err != nil {
+			return nil, within("spec", err)
+		}
+	} else if err := decodeInto(tree, reflect.ValueOf(typed).Elem(), "spec"); err != nil {
 		return nil, err
 	}
 	if d, ok := typed.(defaulter); ok {
@@ -81,34 +90,7 @@ func (k KindInfo) DecodeSpec(spec map[string]any) (any, error) {
 // kinds), spec decoded strictly and re-encoded with defaults. Meta and status
 // are left as they are; callers decide what of them to keep.
 func Normalize(o Object) (Object, error) {
-	k, err := LookupKind(o.Kind)
-	if err != nil {
-		if o.Kind == "" {
-			return Object{}, &FieldError{Path: "kind", Reason: "missing"}
-		}
-		return Object{}, &FieldError{Path: "kind", Reason: strings.TrimPrefix(err.Error(), ErrInvalid.Error()+": ")}
-	}
-	o.Kind = k.Name
-	if o.Name == "" {
-		return Object{}, &FieldError{Path: "name", Reason: "missing"}
-	}
-	if err := ValidateName(o.Name); err != nil {
-		return Object{}, &FieldError{Path: "name", Reason: err.Error()}
-	}
-	if k.Namespaced {
-		if o.Namespace == "" {
-			o.Namespace = DefaultNamespace
-		}
-		if err := ValidateName(o.Namespace); err != nil {
-			return Object{}, &FieldError{Path: "namespace", Reason: err.Error()}
-		}
-	} else if o.Namespace != "" {
-		return Object{}, &FieldError{Path: "namespace", Reason: fmt.Sprintf("%s is cluster-scoped and has no namespace", k.Name)}
-	}
-	if err := ValidateLabels(o.Labels); err != nil {
-		return Object{}, err
-	}
-	typed, err := k.DecodeSpec(o.Spec)
+	o, typed, err := ValidateObject(o)
 	if err != nil {
 		return Object{}, err
 	}
@@ -117,6 +99,45 @@ func Normalize(o Object) (Object, error) {
 		return Object{}, err
 	}
 	return o, nil
+}
+
+// ValidateObject is Normalize for callers that need the typed spec rather
+// than the canonical tree (admission): it refuses what Normalize refuses,
+// and returns the object with kind and namespace canonical, its spec tree
+// as given, and the typed spec with defaults filled in.
+func ValidateObject(o Object) (Object, any, error) {
+	k, err := LookupKind(o.Kind)
+	if err != nil {
+		if o.Kind == "" {
+			return Object{}, nil, &FieldError{Path: "kind", Reason: "missing"}
+		}
+		return Object{}, nil, &FieldError{Path: "kind", Reason: strings.TrimPrefix(err.Error(), ErrInvalid.Error()+": ")}
+	}
+	o.Kind = k.Name
+	if o.Name == "" {
+		return Object{}, nil, &FieldError{Path: "name", Reason: "missing"}
+	}
+	if err := ValidateName(o.Name); err != nil {
+		return Object{}, nil, &FieldError{Path: "name", Reason: err.Error()}
+	}
+	if k.Namespaced {
+		if o.Namespace == "" {
+			o.Namespace = DefaultNamespace
+		}
+		if err := ValidateName(o.Namespace); err != nil {
+			return Object{}, nil, &FieldError{Path: "namespace", Reason: err.Error()}
+		}
+	} else if o.Namespace != "" {
+		return Object{}, nil, &FieldError{Path: "namespace", Reason: fmt.Sprintf("%s is cluster-scoped and has no namespace", k.Name)}
+	}
+	if err := ValidateLabels(o.Labels); err != nil {
+		return Object{}, nil, err
+	}
+	typed, err := k.DecodeSpec(o.Spec)
+	if err != nil {
+		return Object{}, nil, err
+	}
+	return o, typed, nil
 }
 
 // DecodeSpecAs returns the typed spec of an object already in canonical form.
@@ -138,6 +159,11 @@ func DecodeSpecAs[T any](o *Object) (*T, error) {
 
 // toTree re-encodes a typed value as a generic JSON tree.
 func toTree(v any) (map[string]any, error) {
+	if p, ok := v.(*PodSpec); ok {
+		if m, ok := p.tree(); ok {
+			return m, nil // never empty: containers is always there
+		}
+	}
 	b, err := json.Marshal(v)
 	if err != nil {
 		return nil, err

@@ -256,17 +256,31 @@ func cleanYAMLErr(err error) string {
 // DecodeObject strictly decodes one object from JSON, as the API receives
 // it, and returns it in canonical form. Meta and status are dropped.
 func DecodeObject(data []byte) (Object, error) {
-	var tree any
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&tree); err != nil {
-		return Object{}, fmt.Errorf("%w: body is not JSON: %v", ErrInvalid, err)
-	}
-	if dec.More() {
-		return Object{}, fmt.Errorf("%w: body holds more than one JSON value", ErrInvalid)
+	// Every create comes this way: DecodeTree reads a body that is one
+	// JSON value without reflection; anything else takes encoding/json's
+	// decoder, whose errors (and leniency) users see.
+	tree, err := DecodeTree(data)
+	if err != nil {
+		if tree, err = decodeBody(data); err != nil {
+			return Object{}, err
+		}
 	}
 	var d manifestDoc
-	if err := decodeInto(tree, reflect.ValueOf(&d).Elem(), ""); err != nil {
+	if err := decodeManifestDoc(tree, &d); err != nil {
 		return Object{}, err
 	}
 	return Normalize(Object{Kind: d.Kind, Name: d.Name, Namespace: d.Namespace, Labels: d.Labels, Spec: d.Spec})
+}
+
+// decodeBody reads a request body with encoding/json's decoder.
+func decodeBody(data []byte) (any, error) {
+	var tree any
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&tree); err != nil {
+		return nil, fmt.Errorf("%w: body is not JSON: %v", ErrInvalid, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("%w: body holds more than one JSON value", ErrInvalid)
+	}
+	return tree, nil
 }

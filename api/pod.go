@@ -114,35 +114,40 @@ func (p *PodSpec) Validate() error {
 	if len(p.Containers) == 0 {
 		return &FieldError{Path: "containers", Reason: "a pod needs at least one container"}
 	}
+	// Paths are built only for errors: pods are validated on every
+	// create, admission and placement.
+	path := func(i int, field string) string { return fmt.Sprintf("containers[%d].%s", i, field) }
 	seen := map[Name]int{}
 	for i, c := range p.Containers {
-		path := fmt.Sprintf("containers[%d]", i)
 		if c.Name == "" {
-			return &FieldError{Path: path + ".name", Reason: "missing"}
+			return &FieldError{Path: path(i, "name"), Reason: "missing"}
 		}
 		if j, dup := seen[c.Name]; dup {
-			return &FieldError{Path: path + ".name", Reason: fmt.Sprintf("%q is already the name of containers[%d]", c.Name, j)}
+			return &FieldError{Path: path(i, "name"), Reason: fmt.Sprintf("%q is already the name of containers[%d]", c.Name, j)}
 		}
 		seen[c.Name] = i
 		if err := validateImage(c.Image); err != nil {
-			return &FieldError{Path: path + ".image", Reason: err.Error()}
+			return &FieldError{Path: path(i, "image"), Reason: err.Error()}
 		}
 		if c.User != "" {
 			if err := validateUser(c.User, p.Has("root")); err != nil {
-				return &FieldError{Path: path + ".user", Reason: err.Error()}
+				return &FieldError{Path: path(i, "user"), Reason: err.Error()}
 			}
 		}
 		for k := range c.Env {
 			if !isEnvName(k) {
-				return &FieldError{Path: joinKey(path+".env", k), Reason: "not a valid environment variable name (letters, digits and _, not starting with a digit)"}
+				return &FieldError{Path: joinKey(path(i, "env"), k), Reason: "not a valid environment variable name (letters, digits and _, not starting with a digit)"}
 			}
 		}
 	}
 	for i, c := range p.Containers {
-		for field, deps := range map[string][]Name{"after": c.After, "requires": c.Requires} {
-			for j, d := range deps {
+		for _, f := range [...]struct {
+			field string
+			deps  []Name
+		}{{"after", c.After}, {"requires", c.Requires}} {
+			for j, d := range f.deps {
 				if _, ok := seen[d]; !ok || d == c.Name {
-					return &FieldError{Path: fmt.Sprintf("containers[%d].%s[%d]", i, field, j),
+					return &FieldError{Path: fmt.Sprintf("%s[%d]", path(i, f.field), j),
 						Reason: fmt.Sprintf("%q is not another container of this pod", d)}
 				}
 			}
@@ -226,6 +231,13 @@ func containerCycle(cs []Container) string {
 }
 
 func hasCycle(cs []Container) bool {
+	ordered := false
+	for _, c := range cs {
+		ordered = ordered || len(c.After)+len(c.Requires) > 0
+	}
+	if !ordered { // most pods: nothing to walk
+		return false
+	}
 	deps := map[Name][]Name{}
 	for _, c := range cs {
 		deps[c.Name] = append(append([]Name(nil), c.After...), c.Requires...)

@@ -108,9 +108,15 @@ func (o *Orchestrator) admit(ctx context.Context, item *workflow.WorkItem, log f
 			labels[k], _ = v.(string)
 		}
 	}
-	obj, err := api.Normalize(api.Object{Kind: item.Kind, Name: item.Name, Namespace: item.Namespace, Labels: labels, Spec: spec})
+	// One decode serves the whole step: the spec is validated as on
+	// create, and its typed form says what privileges to look up.
+	obj, typed, err := api.ValidateObject(api.Object{Kind: item.Kind, Name: item.Name, Namespace: item.Namespace, Labels: labels, Spec: spec})
 	if err != nil {
 		return workflow.Result{Err: err.Error()}
+	}
+	ps, _ := typed.(*api.PodSpec)
+	if ps != nil && len(ps.Privileges) == 0 {
+		return workflow.Result{} // nothing to grant
 	}
 	missing, err := o.ungranted(ctx, &obj)
 	if err != nil {
@@ -120,7 +126,7 @@ func (o *Orchestrator) admit(ctx context.Context, item *workflow.WorkItem, log f
 		return workflow.Result{Err: fmt.Sprintf("privilege %s is not granted to pods in namespace %s: an operator grants it with a Grant (see docs/security.md)",
 			strings.Join(missing, ", "), obj.Namespace)}
 	}
-	if ps, _ := api.DecodeSpecAs[api.PodSpec](&obj); ps != nil && len(ps.Privileges) > 0 {
+	if ps != nil {
 		log("privileges granted", map[string]any{"privileges": ps.Privileges})
 	}
 	return workflow.Result{}

@@ -25,8 +25,15 @@ func placedPod(name, memory, region string, env map[string]any) api.Object {
 // finish its schedule step, and returns that step.
 func (e *env) scheduleStep(name string, gen int64) workflow.StepRecord {
 	e.t.Helper()
+	return e.podStep(name, gen, "schedule")
+}
+
+// podStep waits for the newest run of generation gen of a pod in default
+// to finish the step of that name, and returns that step.
+func (e *env) podStep(name string, gen int64, stepName string) workflow.StepRecord {
+	e.t.Helper()
 	var step workflow.StepRecord
-	eventually(e.t, fmt.Sprintf("pod/%s generation %d scheduled or refused", name, gen), func() (bool, string) {
+	eventually(e.t, fmt.Sprintf("pod/%s generation %d: %s finished", name, gen, stepName), func() (bool, string) {
 		runs, err := e.admin.Runs(context.Background(), api.Ref{Kind: "Pod", Namespace: "default", Name: name})
 		if err != nil || len(runs) == 0 {
 			return false, fmt.Sprint("no runs ", err)
@@ -35,12 +42,12 @@ func (e *env) scheduleStep(name string, gen int64) workflow.StepRecord {
 			return false, fmt.Sprintf("newest run is of generation %d", runs[0].Generation)
 		}
 		for _, s := range runs[0].Steps {
-			if s.Name == "schedule" {
+			if s.Name == stepName {
 				step = s
 				return s.Finished != nil, s.State
 			}
 		}
-		return false, "no schedule step"
+		return false, "no " + stepName + " step"
 	})
 	return step
 }

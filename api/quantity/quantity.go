@@ -11,7 +11,9 @@ package quantity
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/big"
+	"math/bits"
 	"strconv"
 	"strings"
 )
@@ -105,17 +107,23 @@ func cpuFix(num, suffix string) string {
 	return ""
 }
 
+// byteUnit reads the decimal units k M G T P E and the binary units
+// Ki Mi Gi Ti Pi Ei. It is on every pod's path (admission, placement), so
+// it compares bytes rather than building the unit names.
 func byteUnit(suffix string) (int64, bool) {
-	if suffix == "" {
+	switch {
+	case suffix == "":
 		return 1, true
-	}
-	dec := int64(1)
-	for i, u := range "kMGTPE" {
-		dec *= 1000
-		switch suffix {
-		case string(u):
+	case len(suffix) == 1:
+		if i := strings.IndexByte("kMGTPE", suffix[0]); i >= 0 {
+			dec := int64(1)
+			for ; i >= 0; i-- {
+				dec *= 1000
+			}
 			return dec, true
-		case strings.ToUpper(string(u)) + "i":
+		}
+	case len(suffix) == 2 && suffix[1] == 'i':
+		if i := strings.IndexByte("KMGTPE", suffix[0]); i >= 0 {
 			return 1 << (10 * (i + 1)), true
 		}
 	}
@@ -168,9 +176,17 @@ func (k kind) value(s string) (int64, string) {
 	num, suffix := split(s)
 	mul, ok := k.unit(suffix)
 	whole, frac, dot := strings.Cut(num, ".")
-	if !ok || !digits(whole) || !digits(frac) || whole+frac == "" || dot && frac == "" {
+	if !ok || !digits(whole) || !digits(frac) || len(whole)+len(frac) == 0 || dot && frac == "" {
 		return 0, k.syntax
 	}
+	if q, reason, ok := k.small(whole, frac, mul); ok {
+		return q, reason
+	}
+	return k.large(whole, frac, mul)
+}
+
+// large is value's arithmetic for any number of digits.
+func (k kind) large(whole, frac string, mul int64) (int64, string) {
 	n, _ := new(big.Int).SetString(whole+frac, 10)
 	n.Mul(n, big.NewInt(mul))
 	scale := new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(len(frac))), nil)
@@ -182,6 +198,37 @@ func (k kind) value(s string) (int64, string) {
 		return 0, "too large"
 	}
 	return q.Int64(), ""
+}
+
+// small is value's arithmetic without big.Int, for numbers whose digits
+// and product with the unit fit in 64 bits (every quantity anyone writes);
+// ok is false for the others, which value works out with big.Int.
+func (k kind) small(whole, frac string, mul int64) (v int64, reason string, ok bool) {
+	if len(whole)+len(frac) > 19 { // 19 digits fit in a uint64, 20 may not
+		return 0, "", false
+	}
+	var n uint64
+	for _, s := range [2]string{whole, frac} {
+		for i := 0; i < len(s); i++ {
+			n = n*10 + uint64(s[i]-'0')
+		}
+	}
+	hi, lo := bits.Mul64(n, uint64(mul))
+	if hi != 0 {
+		return 0, "", false
+	}
+	scale := uint64(1)
+	for range len(frac) {
+		scale *= 10
+	}
+	switch q := lo / scale; {
+	case lo%scale != 0:
+		return 0, k.frac, true
+	case q > math.MaxInt64:
+		return 0, "too large", true
+	default:
+		return int64(q), "", true
+	}
 }
 
 // split separates the leading number from the unit suffix.

@@ -184,3 +184,76 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestByteUnits holds byteUnit to the loop it replaced, which built each
+// unit's name, over every suffix of up to two ASCII characters.
+func TestByteUnits(t *testing.T) {
+	old := func(suffix string) (int64, bool) {
+		if suffix == "" {
+			return 1, true
+		}
+		dec := int64(1)
+		for i, u := range "kMGTPE" {
+			dec *= 1000
+			switch suffix {
+			case string(u):
+				return dec, true
+			case strings.ToUpper(string(u)) + "i":
+				return 1 << (10 * (i + 1)), true
+			}
+		}
+		return 0, false
+	}
+	suffixes := []string{""}
+	for a := 0; a < 128; a++ {
+		suffixes = append(suffixes, string(rune(a)))
+		for b := 0; b < 128; b++ {
+			suffixes = append(suffixes, string(rune(a))+string(rune(b)))
+		}
+	}
+	for _, s := range suffixes {
+		gm, gok := byteUnit(s)
+		wm, wok := old(s)
+		if gm != wm || gok != wok {
+			t.Fatalf("byteUnit(%q) = %d, %v; want %d, %v", s, gm, gok, wm, wok)
+		}
+	}
+}
+
+// FuzzSmallMatchesLarge holds the 64-bit arithmetic to big.Int's wherever
+// it answers: same value, same reason.
+func FuzzSmallMatchesLarge(f *testing.F) {
+	for _, s := range [][2]string{{"250", ""}, {"0", "5"}, {"9223372036854775", "807"}, {"9223372036854775", "808"},
+		{"18446744073709551615", ""}, {"9999999999999999999", ""}, {"1", "0000000000000000001"}, {"7", ""}, {"8", ""}, {"", "5"}} {
+		for _, mul := range []int64{1, 1000, 1 << 10, 1e6, 1 << 60, 1e18} {
+			f.Add(s[0], s[1], mul)
+		}
+	}
+	cpu := kind{unit: cpuUnit, frac: "frac"}
+	f.Fuzz(func(t *testing.T, whole, frac string, mul int64) {
+		if !digits(whole) || !digits(frac) || whole+frac == "" || mul < 1 {
+			return
+		}
+		v, reason, ok := cpu.small(whole, frac, mul)
+		if !ok {
+			return
+		}
+		if wv, wr := cpu.large(whole, frac, mul); v != wv || reason != wr {
+			t.Fatalf("small(%q, %q, %d) = %d, %q; big.Int gives %d, %q", whole, frac, mul, v, reason, wv, wr)
+		}
+	})
+}
+
+// TestParseAllocates: quantities as manifests write them parse without
+// allocating (every pod's are parsed at admission and placement).
+func TestParseAllocates(t *testing.T) {
+	for _, s := range []string{"100m", "2", "0.5", "128Mi", "1.5Gi", "1G"} {
+		parse := ParseCPU
+		if strings.ContainsAny(s, "GMi") {
+			parse = ParseBytes
+		}
+		if n := testing.AllocsPerRun(100, func() { parse(s) }); n != 0 {
+			t.Errorf("parsing %q allocates %v times", s, n)
+		}
+	}
+}
