@@ -104,50 +104,40 @@ func (d *treeDecoder) literal(s string) bool {
 // members reads the members of an object, calling member after each key
 // with the decoder at its value.
 func (d *treeDecoder) members(member func(key []byte) bool) bool {
-	if !d.next('{') {
-		return false
-	}
-	if d.depth++; d.depth > maxDepth {
-		return false
-	}
-	defer func() { d.depth-- }()
-	if d.next('}') {
-		return true
-	}
-	for {
+	return d.sequence('{', '}', func() bool {
 		d.skipSpace()
 		key, ok := d.stringBytes()
-		if !ok || !d.next(':') || !member(key) {
-			return false
-		}
-		if d.next(',') {
-			continue
-		}
-		return d.next('}')
-	}
+		return ok && d.next(':') && member(key)
+	})
 }
 
 // elements reads the elements of an array, calling elem with the decoder
 // at each.
 func (d *treeDecoder) elements(elem func() bool) bool {
-	if !d.next('[') {
+	return d.sequence('[', ']', elem)
+}
+
+// sequence reads an object or an array: the opening bracket, items
+// separated by commas, the closing one.
+func (d *treeDecoder) sequence(opening, closing byte, item func() bool) bool {
+	if !d.next(opening) {
 		return false
 	}
 	if d.depth++; d.depth > maxDepth {
 		return false
 	}
 	defer func() { d.depth-- }()
-	if d.next(']') {
+	if d.next(closing) {
 		return true
 	}
 	for {
-		if !elem() {
+		if !item() {
 			return false
 		}
 		if d.next(',') {
 			continue
 		}
-		return d.next(']')
+		return d.next(closing)
 	}
 }
 
