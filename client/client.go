@@ -28,7 +28,10 @@ import (
 // Client talks to one cluster. It is safe for concurrent use.
 type Client struct {
 	cfg  Config
-	auth string // the Authorization header: "Bearer " and the token
+	// The headers of a request without a body and with one (JSON),
+	// made once and shared by every request: the transport only reads
+	// them.
+	headers, jsonHeaders http.Header
 	http *http.Client
 	srv  *servers
 }
@@ -54,7 +57,11 @@ func New(cfg Config) (*Client, error) {
 		ForceAttemptHTTP2:   true,
 		HTTP2:               &http.HTTP2Config{SendPingTimeout: PingInterval, PingTimeout: PingTimeout},
 	}
-	return &Client{cfg: cfg, auth: "Bearer " + cfg.Token, http: &http.Client{Transport: tr}, srv: &servers{urls: cfg.Servers}}, nil
+	auth := []string{"Bearer " + cfg.Token}
+	return &Client{cfg: cfg, http: &http.Client{Transport: tr}, srv: &servers{urls: cfg.Servers},
+		headers:     http.Header{"Authorization": auth},
+		jsonHeaders: http.Header{"Authorization": auth, "Content-Type": {"application/json"}},
+	}, nil
 }
 
 // Error is a failed API request.
@@ -160,9 +167,9 @@ func (c *Client) attempt(ctx context.Context, method, path string, payload []byt
 			if err != nil {
 				return nil, i, err
 			}
-			req.Header.Set("Authorization", c.auth)
+			req.Header = c.headers
 			if hasBody {
-				req.Header.Set("Content-Type", "application/json")
+				req.Header = c.jsonHeaders
 			}
 			resp, err := c.http.Do(req)
 			if err != nil {
