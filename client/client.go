@@ -27,13 +27,13 @@ import (
 
 // Client talks to one cluster. It is safe for concurrent use.
 type Client struct {
-	cfg Config
+	cfg  Config
+	http *http.Client
+	srv  *servers
 	// The headers of a request without a body and with one (JSON),
 	// made once and shared by every request: the transport only reads
 	// them.
 	headers, jsonHeaders http.Header
-	http                 *http.Client
-	srv                  *servers
 }
 
 // New returns a client for cfg.
