@@ -104,26 +104,40 @@ func (d *treeDecoder) literal(s string) bool {
 // members reads the members of an object, calling member after each key
 // with the decoder at its value.
 func (d *treeDecoder) members(member func(key []byte) bool) bool {
-	if !d.next('{') {
+	return d.sequence('{', '}', func() bool {
+		d.skipSpace()
+		key, ok := d.stringBytes()
+		return ok && d.next(':') && member(key)
+	})
+}
+
+// elements reads the elements of an array, calling elem with the decoder
+// at each.
+func (d *treeDecoder) elements(elem func() bool) bool {
+	return d.sequence('[', ']', elem)
+}
+
+// sequence reads an object or an array: the opening bracket, items
+// separated by commas, the closing one.
+func (d *treeDecoder) sequence(opening, closing byte, item func() bool) bool {
+	if !d.next(opening) {
 		return false
 	}
 	if d.depth++; d.depth > maxDepth {
 		return false
 	}
 	defer func() { d.depth-- }()
-	if d.next('}') {
+	if d.next(closing) {
 		return true
 	}
 	for {
-		d.skipSpace()
-		key, ok := d.stringBytes()
-		if !ok || !d.next(':') || !member(key) {
+		if !item() {
 			return false
 		}
 		if d.next(',') {
 			continue
 		}
-		return d.next('}')
+		return d.next(closing)
 	}
 }
 
@@ -265,26 +279,13 @@ func (d *treeDecoder) value() (any, bool) {
 		m := map[string]any{}
 		return m, d.fill(m)
 	case c == '[':
-		d.i++
-		if d.depth++; d.depth > maxDepth {
-			return nil, false
-		}
-		defer func() { d.depth-- }()
 		l := []any{}
-		if d.next(']') {
-			return l, true
-		}
-		for {
+		ok := d.elements(func() bool {
 			v, ok := d.value()
-			if !ok {
-				return nil, false
-			}
 			l = append(l, v)
-			if d.next(',') {
-				continue
-			}
-			return l, d.next(']')
-		}
+			return ok
+		})
+		return l, ok
 	case c == '"':
 		return d.string()
 	case c == 'n':
@@ -465,8 +466,9 @@ var commonKeys = func() map[string]string {
 
 // AppendTree appends v, a JSON tree, encoded as json.Marshal encodes it
 // with HTML escaping off (json.Encoder.SetEscapeHTML(false)): map keys
-// sorted, floats as encoding/json formats them. A value that is not a
-// plain tree is encoded by encoding/json.
+// sorted, floats as encoding/json formats them. Ints, which trees built in
+// Go hold (a count in a status), are trees too. Any other value that is
+// not a plain tree is encoded by encoding/json.
 func AppendTree(b []byte, v any) ([]byte, error) {
 	switch x := v.(type) {
 	case nil:
@@ -477,6 +479,10 @@ func AppendTree(b []byte, v any) ([]byte, error) {
 		return strconv.AppendBool(b, x), nil
 	case float64:
 		return appendFloat(b, x)
+	case int:
+		return strconv.AppendInt(b, int64(x), 10), nil
+	case int64:
+		return strconv.AppendInt(b, x, 10), nil
 	case map[string]any:
 		if x == nil {
 			return append(b, "null"...), nil

@@ -71,7 +71,7 @@ func TestAppendMatchesEncodingJSON(t *testing.T) {
 	objs := []Object{
 		{Kind: "Pod", Name: "p", Namespace: "default", Labels: map[string]string{"b": "2", "a": "<1>"},
 			Spec: map[string]any{"n": []any{1.0, -0.0, 1e21, 1e-7, 123456.789, 5e-324}, "s": "a\u2028\x01\x7f\xff<&>", "m": map[string]any{}, "nil": nil,
-				"typed": map[string]string{"x": "y"}, "int": 3, "strs": []string{"a"}, "nl": []any(nil), "nm": map[string]any(nil)},
+				"typed": map[string]string{"x": "y"}, "int": 3, "int64": int64(-1 << 62), "strs": []string{"a"}, "nl": []any(nil), "nm": map[string]any(nil)},
 			Status: map[string]any{"phase": "Running"},
 			Meta: Meta{Revision: 3, Generation: 1, Created: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
 				Updated: time.Date(2026, 1, 2, 3, 4, 5, 600000000, time.FixedZone("x", 3600)), Owner: "o", Deleting: &del}},

@@ -30,6 +30,10 @@ type Client struct {
 	cfg  Config
 	http *http.Client
 	srv  *servers
+	// The headers of a request without a body and with one (JSON),
+	// made once and shared by every request: the transport only reads
+	// them.
+	headers, jsonHeaders http.Header
 }
 
 // New returns a client for cfg.
@@ -53,7 +57,11 @@ func New(cfg Config) (*Client, error) {
 		ForceAttemptHTTP2:   true,
 		HTTP2:               &http.HTTP2Config{SendPingTimeout: PingInterval, PingTimeout: PingTimeout},
 	}
-	return &Client{cfg: cfg, http: &http.Client{Transport: tr}, srv: &servers{urls: cfg.Servers}}, nil
+	auth := []string{"Bearer " + cfg.Token}
+	return &Client{cfg: cfg, http: &http.Client{Transport: tr}, srv: &servers{urls: cfg.Servers},
+		headers:     http.Header{"Authorization": auth},
+		jsonHeaders: http.Header{"Authorization": auth, "Content-Type": {"application/json"}},
+	}, nil
 }
 
 // Error is a failed API request.
@@ -83,7 +91,7 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 		io.Copy(io.Discard, resp.Body)
 		return nil
 	}
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+	if err := decodeBody(resp.Body, out); err != nil {
 		return fmt.Errorf("%s %s: bad answer: %v", method, path, err)
 	}
 	return nil
@@ -93,7 +101,7 @@ func (c *Client) send(ctx context.Context, method, path string, body any) (*http
 	var payload []byte
 	if body != nil {
 		var err error
-		if payload, err = json.Marshal(body); err != nil {
+		if payload, err = encodeBody(body); err != nil {
 			return nil, err
 		}
 	}
@@ -149,17 +157,19 @@ func (c *Client) attempt(ctx context.Context, method, path string, payload []byt
 		busy := false // a server answered 503: the cluster is there, electing
 		for _, i := range c.srv.order() {
 			srv := c.srv.urls[i]
-			req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(srv, "/")+path, bytes.NewReader(payload))
+			// The trace goes in the request's context from the start:
+			// req.WithContext would copy the request.
+			var wrote atomic.Bool
+			tctx := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+				WroteHeaders: func() { wrote.Store(true) },
+			})
+			req, err := http.NewRequestWithContext(tctx, method, strings.TrimRight(srv, "/")+path, bytes.NewReader(payload))
 			if err != nil {
 				return nil, i, err
 			}
-			var wrote atomic.Bool
-			req = req.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
-				WroteHeaders: func() { wrote.Store(true) },
-			}))
-			req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
+			req.Header = c.headers
 			if hasBody {
-				req.Header.Set("Content-Type", "application/json")
+				req.Header = c.jsonHeaders
 			}
 			resp, err := c.http.Do(req)
 			if err != nil {
@@ -494,12 +504,9 @@ func (c *Client) watchOnce(ctx context.Context, plural, ns string, after *int64,
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	var ev watchLine
 	for sc.Scan() {
-		var ev struct {
-			Event
-			Error string `json:"error"`
-		}
-		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+		if err := decodeWatchLine(sc.Bytes(), &ev); err != nil {
 			return delivered, fmt.Errorf("watch: bad event: %v", err)
 		}
 		if ev.Error != "" {

@@ -362,9 +362,11 @@ func (s *Sim) takeLoop(ctx context.Context, out chan<- workflow.WorkItem) {
 
 // workLoop does items and reports them.
 func (s *Sim) workLoop(ctx context.Context, in <-chan workflow.WorkItem) {
+	// A report is sent even once ctx ends, bounded by a timeout of its own.
+	reports := context.WithoutCancel(ctx)
 	for it := range in {
 		res := s.do(&it)
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		rctx, cancel := context.WithTimeout(reports, 30*time.Second)
 		err := s.client().CompleteWork(rctx, it.ID, res)
 		cancel()
 		switch {
@@ -416,7 +418,10 @@ func (s *Sim) do(it *workflow.WorkItem) workflow.Result {
 		now := time.Now().UTC().Format(time.RFC3339Nano)
 		spec, _ := it.Object["spec"].(map[string]any)
 		cs, _ := spec["containers"].([]any)
-		var list []any
+		var list []any // null when there are none, as before
+		if len(cs) > 0 {
+			list = make([]any, 0, len(cs))
+		}
 		for _, c := range cs {
 			c, _ := c.(map[string]any)
 			list = append(list, map[string]any{"name": c["name"], "image": c["image"], "state": "running", "restarts": 0, "startedAt": now})
