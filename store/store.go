@@ -205,6 +205,24 @@ func (s *Store) List(ctx context.Context, kind, ns string) ([]api.Object, int64,
 // nil, or no change) of an object not read from etcd by this call is
 // checked against a fresh read before it is returned.
 func (s *Store) Mutate(ctx context.Context, ref api.Ref, w Write, fn func(cur *api.Object) (*api.Object, error)) (Result, error) {
+	return s.mutate(ctx, ref, w, fn, false)
+}
+
+// MutateShared is Mutate for an fn that does not modify cur: fn gets the
+// object the store has, not a copy of it, and returns a new object (or
+// cur itself, or nil, for no change) that may share with cur every map,
+// list and value it leaves as it was (copy on write, as
+// fieldpath.ApplyEdits does). fn must modify nothing reachable from cur,
+// then or later; the store compares the result with cur, and a map or list
+// found in both is then seen as unchanged without looking inside. The
+// Result's Object may share parts with the cur fn got, and with the object
+// fn returned.
+func (s *Store) MutateShared(ctx context.Context, ref api.Ref, w Write, fn func(cur *api.Object) (*api.Object, error)) (Result, error) {
+	return s.mutate(ctx, ref, w, fn, true)
+}
+
+// mutate is Mutate, or MutateShared if shared is set.
+func (s *Store) mutate(ctx context.Context, ref api.Ref, w Write, fn func(cur *api.Object) (*api.Object, error), shared bool) (Result, error) {
 	if w.Changer == "" {
 		return Result{}, fmt.Errorf("%s: write without a changer", ref)
 	}
@@ -232,8 +250,8 @@ func (s *Store) Mutate(ctx context.Context, ref api.Ref, w Write, fn func(cur *a
 			}
 			return Result{}, s.conflict(ctx, ref, w.Expect, cur)
 		}
-		var in *api.Object
-		if cur != nil {
+		in := cur
+		if cur != nil && !shared {
 			c := cur.DeepCopy()
 			in = &c
 		}
