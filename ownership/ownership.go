@@ -570,19 +570,48 @@ func (r *Registry) mayWrite(kind string, p fieldpath.Path, writer identity.Ident
 // controller gets an empty map.
 func (r *Registry) Strip(kind, ctl string, body map[string]any) map[string]any {
 	out := map[string]any{}
-	c, ok := r.Get(ctl)
-	if !ok || body == nil {
+	if r == nil || body == nil {
 		return out
 	}
-	for _, f := range append(c.Reads, c.Owns...) {
-		if f.Kind != kind || len(f.Path) == 0 {
-			continue
-		}
-		for _, p := range fieldpath.Expand(body, f.Path) {
-			graft(out, body, p)
+	c, ok := r.ctls[ctl] // read only: no copy
+	if !ok {
+		return out
+	}
+	for _, fs := range [2][]Field{c.Reads, c.Owns} {
+		for _, f := range fs {
+			if f.Kind != kind || len(f.Path) == 0 {
+				continue
+			}
+			if !slices.ContainsFunc(f.Path, fieldpath.Elem.IsWildcard) {
+				if _, ok := fieldpath.Get(body, f.Path); ok {
+					graft(out, body, f.Path)
+				}
+				continue
+			}
+			graftEach(out, body, f.Path, slices.Clone(f.Path), 0)
 		}
 	}
 	return out
+}
+
+// graftEach grafts into dst every node of src that the path p names
+// (fieldpath.Expand, in its order), using q, a copy of p, to spell out
+// each: the wildcards of p from index i on are yet to be expanded.
+func graftEach(dst, src any, p, q fieldpath.Path, i int) {
+	w := slices.IndexFunc(p[i:], fieldpath.Elem.IsWildcard)
+	if w < 0 {
+		if _, ok := fieldpath.Get(src, q); ok {
+			graft(dst, src, q)
+		}
+		return
+	}
+	w += i
+	l, _ := fieldpath.Get(src, q[:w])
+	list, _ := l.([]any)
+	for k := range list {
+		q[w] = fieldpath.Index(k)
+		graftEach(dst, src, p, q, w+1)
+	}
 }
 
 // graft copies the node of src at p into dst, which mirrors src's shape,

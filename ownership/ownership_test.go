@@ -684,6 +684,46 @@ func TestStrip(t *testing.T) {
 	}
 }
 
+// Strip with wildcard paths keeps what the paths Expand to, as grafting
+// each expanded path would, and shares nothing with the body.
+func TestStripWildcards(t *testing.T) {
+	reads := []string{"Pod:spec.containers[*].image", "Pod:spec.containers[*].ports[*].port", "Pod:spec.volumes[*]",
+		"Pod:status.containers[*]", "Pod:spec.containers[0].name", "Pod:spec.none[*].x"}
+	r, err := New(ctl(t, "agent", []string{"Pod:status.containers[*].ready"}, reads))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := map[string]any{
+		"spec": map[string]any{
+			"containers": []any{
+				map[string]any{"name": "a", "image": "nginx", "ports": []any{map[string]any{"port": 80.0, "name": "http"}, "odd"}},
+				"not a map",
+				map[string]any{"name": "c", "ports": []any{}},
+				map[string]any{"image": "redis", "ports": []any{map[string]any{"name": "x"}, map[string]any{"port": 6379.0}}},
+			},
+			"volumes": []any{map[string]any{"name": "v"}, nil},
+			"none":    "scalar",
+		},
+		"status": map[string]any{"containers": []any{map[string]any{"ready": true, "restarts": 1.0}}},
+	}
+	orig := fieldpath.DeepCopy(body)
+	want := map[string]any{}
+	c, _ := r.Get("agent")
+	for _, f := range append(c.Reads, c.Owns...) {
+		for _, p := range fieldpath.Expand(body, f.Path) {
+			graft(want, body, p)
+		}
+	}
+	got := r.Strip("Pod", "agent", body)
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Strip =\n%v\nwant\n%v", got, want)
+	}
+	mutate(got)
+	if !reflect.DeepEqual(body, orig) {
+		t.Errorf("mutating Strip's result changed the input")
+	}
+}
+
 // mutate changes every map and list in v in place.
 func mutate(v any) {
 	switch v := v.(type) {
