@@ -129,7 +129,10 @@ func (s *Store) histPrefix(r api.Ref) string {
 }
 
 func (s *Store) histKey(r api.Ref, rev int64) string {
-	return fmt.Sprintf("%s%012d", s.histPrefix(r), rev)
+	var d [20]byte
+	n := strconv.AppendInt(d[:0], rev, 10)
+	zeros := "000000000000"[:max(12-len(n), 0)] // as %012d pads a revision
+	return s.prefix + "/h/" + r.Kind + "/" + nsKey(r.Namespace) + "/" + r.Name + "/" + zeros + string(n)
 }
 
 // Get returns the current object.
@@ -417,7 +420,10 @@ func (s *Store) write(ctx context.Context, ref api.Ref, w Write, b *base, next *
 	if n := len(ob) + len(rb); n > MaxRequestBytes-64<<10 {
 		return Result{}, false, fmt.Errorf("%s: %w: the object and its revision are %d bytes, more than etcd takes in one request (%d)", ref, ErrTooLarge, n, MaxRequestBytes)
 	}
-	resp, ok, err := s.commit(ctx, w, cmps, clientv3.OpPut(key, ob), clientv3.OpPut(s.histKey(ref, rec.Rev), rb))
+	// Room for w.Also, which commit appends: clientv3.Ops are large.
+	ops := make([]clientv3.Op, 2, 2+len(w.Also))
+	ops[0], ops[1] = clientv3.OpPut(key, ob), clientv3.OpPut(s.histKey(ref, rec.Rev), rb)
+	resp, ok, err := s.commit(ctx, w, cmps, ops...)
 	if err != nil {
 		s.known.forget(ref.Kind, key)
 		return Result{}, false, fmt.Errorf("%s: write: %w", ref, err)
