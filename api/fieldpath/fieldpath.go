@@ -316,19 +316,21 @@ type entry[T any] struct {
 }
 
 func sortedByPath[T any](es []entry[T]) []T {
+	return sortedPick(es, func(e entry[T]) T { return e.v })
+}
+
+// sortedPick sorts es by path and returns what pick takes of each, nil
+// for none.
+func sortedPick[T, U any](es []entry[T], pick func(entry[T]) U) []U {
 	if len(es) == 0 {
 		return nil
 	}
-	sortEntries(es)
-	out := make([]T, len(es))
+	slices.SortFunc(es, func(x, y entry[T]) int { return compare(x.path, y.path) })
+	out := make([]U, len(es))
 	for i, e := range es {
-		out[i] = e.v
+		out[i] = pick(e)
 	}
 	return out
-}
-
-func sortEntries[T any](es []entry[T]) {
-	slices.SortFunc(es, func(x, y entry[T]) int { return compare(x.path, y.path) })
 }
 
 // Diff returns the ops that turn a into b, or nil if they are equal. It
@@ -647,16 +649,7 @@ func Changes(a, b any) []Change {
 // parsed rather than formatted: for a caller that looks at the paths and
 // formats few of them (an ownership check).
 func ChangedPaths(a, b any) []Path {
-	es := changeEntries(a, b)
-	if len(es) == 0 {
-		return nil
-	}
-	sortEntries(es)
-	out := make([]Path, len(es))
-	for i, e := range es {
-		out[i] = e.path
-	}
-	return out
+	return sortedPick(changeEntries(a, b), func(e entry[Change]) Path { return e.path })
 }
 
 // changeEntries returns the changes from a to b, unsorted and without
