@@ -667,12 +667,13 @@ func changes(p Path, a any, hadA bool, b any, hasB bool, out *[]entry[Change]) {
 		return
 	}
 	lists := hasComposite(a) || hasComposite(b)
-	na, showA := fanout(a, hadA, lists)
-	nb, showB := fanout(b, hasB, lists)
+	na, byChildA := fanout(a, hadA, lists)
+	nb, byChildB := fanout(b, hasB, lists)
 	// An empty map or list is shown whole unless the other side is a
 	// non-empty node of the same type, whose children then speak for it.
 	same := reflect.TypeOf(a) == reflect.TypeOf(b)
-	showA, showB = showA && (na > 0 || same && showB && nb > 0), showB && (nb > 0 || same && showA && na > 0)
+	showA := byChildA && (na > 0 || same && byChildB && nb > 0)
+	showB := byChildB && (nb > 0 || same && byChildA && na > 0)
 	if !showA && !showB {
 		add(out, p, Change{Old: a, New: b, HadOld: hadA, HasNew: hasB})
 		return
