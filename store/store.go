@@ -212,14 +212,14 @@ func (s *Store) Mutate(ctx context.Context, ref api.Ref, w Write, fn func(cur *a
 }
 
 // MutateShared is Mutate for an fn that does not modify cur: fn gets the
-// object the store has, not a copy of it, and returns a new object (or
+// object the store decoded, not a copy of it, and returns a new object (or
 // cur itself, or nil, for no change) that may share with cur every map,
 // list and value it leaves as it was (copy on write, as
-// fieldpath.ApplyEdits does). fn must modify nothing reachable from cur,
-// then or later; the store compares the result with cur, and a map or list
-// found in both is then seen as unchanged without looking inside. The
-// Result's Object may share parts with the cur fn got, and with the object
-// fn returned.
+// fieldpath.ApplyEdits does). fn must modify nothing reachable from cur:
+// the store compares the result with cur, and a map or list found in both
+// is seen as unchanged without looking inside. The Result's Object may share parts
+// with cur and with fn's result. The store keeps none of them once
+// MutateShared returns.
 func (s *Store) MutateShared(ctx context.Context, ref api.Ref, w Write, fn func(cur *api.Object) (*api.Object, error)) (Result, error) {
 	return s.mutate(ctx, ref, w, fn, true)
 }
