@@ -217,9 +217,9 @@ func (s *Store) Mutate(ctx context.Context, ref api.Ref, w Write, fn func(cur *a
 // list and value it leaves as it was (copy on write, as
 // fieldpath.ApplyEdits does). fn must modify nothing reachable from cur:
 // the store compares the result with cur, and a map or list found in both
-// is seen as unchanged without looking inside. The Result's Object may share parts
-// with cur and with fn's result. The store keeps none of them once
-// MutateShared returns.
+// is seen as unchanged without looking inside. The Result's Object may
+// share parts with cur and with fn's result. The store keeps none of them
+// once MutateShared returns.
 func (s *Store) MutateShared(ctx context.Context, ref api.Ref, w Write, fn func(cur *api.Object) (*api.Object, error)) (Result, error) {
 	return s.mutate(ctx, ref, w, fn, true)
 }
