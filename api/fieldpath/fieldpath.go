@@ -201,33 +201,36 @@ func (p Path) HasPrefix(q Path) bool {
 // has no wildcard and exists, every existing element for each wildcard.
 func Expand(tree any, p Path) []Path {
 	var out []Path
-	var walk func(node any, done Path, rest Path)
-	walk = func(node any, done Path, rest Path) {
-		if len(rest) == 0 {
-			out = append(out, done)
-			return
+	expand(tree, make(Path, 0, len(p)), p, &out)
+	return out
+}
+
+// expand appends to out the paths of node's part of tree that rest names,
+// each prefixed with done, the path of node. Like diff, it reuses done's
+// backing array, and keeps copies.
+func expand(node any, done, rest Path, out *[]Path) {
+	if len(rest) == 0 {
+		*out = append(*out, slices.Clone(done))
+		return
+	}
+	e := rest[0]
+	switch {
+	case e.IsWildcard():
+		l, _ := node.([]any)
+		for i := range l {
+			expand(l[i], append(done, Index(i)), rest[1:], out)
 		}
-		e := rest[0]
-		switch {
-		case e.IsWildcard():
-			l, _ := node.([]any)
-			for i := range l {
-				walk(l[i], done.child(Index(i)), rest[1:])
-			}
-		case e.IsIndex:
-			if l, ok := node.([]any); ok && e.Index < len(l) {
-				walk(l[e.Index], done.child(e), rest[1:])
-			}
-		default:
-			if m, ok := node.(map[string]any); ok {
-				if v, ok := m[e.Key]; ok {
-					walk(v, done.child(e), rest[1:])
-				}
+	case e.IsIndex:
+		if l, ok := node.([]any); ok && e.Index < len(l) {
+			expand(l[e.Index], append(done, e), rest[1:], out)
+		}
+	default:
+		if m, ok := node.(map[string]any); ok {
+			if v, ok := m[e.Key]; ok {
+				expand(v, append(done, e), rest[1:], out)
 			}
 		}
 	}
-	walk(tree, Path{}, p)
-	return out
 }
 
 // compare orders paths element by element: indexes numerically, keys

@@ -871,3 +871,45 @@ func TestApplyWildcard(t *testing.T) {
 		t.Errorf("Apply at l[*]: %v, want %s", err, want)
 	}
 }
+
+func TestExpand(t *testing.T) {
+	tree := j(t, `{"cs":[{"name":"a","ports":[{"p":1},{"p":2}]},{"name":"b"},"x",{"name":"d","ports":[]}],"m":{"k":null}}`)
+	for _, tc := range []struct {
+		path string
+		want []string
+	}{
+		{"cs[*].name", []string{"cs[0].name", "cs[1].name", "cs[3].name"}},
+		{"cs[*].ports[*].p", []string{"cs[0].ports[0].p", "cs[0].ports[1].p"}},
+		{"cs[*]", []string{"cs[0]", "cs[1]", "cs[2]", "cs[3]"}},
+		{"cs[1].name", []string{"cs[1].name"}},
+		{"cs[4].name", nil},
+		{"m.k", []string{"m.k"}},
+		{"m.k.x", nil},
+		{"m[*]", nil},
+		{"nothing[*].x", nil},
+		{"", []string{""}},
+	} {
+		var got []string
+		for _, p := range Expand(tree, mustParse(t, tc.path)) {
+			got = append(got, p.String())
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("Expand(%q) = %q, want %q", tc.path, got, tc.want)
+		}
+	}
+	// The paths share no memory: changing one leaves the others.
+	ps := Expand(tree, mustParse(t, "cs[*].ports[*].p"))
+	ps[0][3] = Index(9)
+	if ps[1].String() != "cs[0].ports[1].p" {
+		t.Errorf("paths share memory: %q", ps[1])
+	}
+}
+
+func mustParse(t *testing.T, s string) Path {
+	t.Helper()
+	p, err := Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
