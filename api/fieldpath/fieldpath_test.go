@@ -366,13 +366,19 @@ func scribble(v any) {
 	}
 }
 
-func TestRoundTrip(t *testing.T) {
+// randomPairs returns the hand-written pairs and n random trees, each
+// with a changed copy.
+func randomPairs(t *testing.T, r *rand.Rand, n int) [][2]any {
 	all := pairs(t)
-	r := rand.New(rand.NewPCG(1, 2))
-	for range 3000 {
+	for range n {
 		a := randTree(r, 5)
 		all = append(all, [2]any{a, mutate(r, a, 5)})
 	}
+	return all
+}
+
+func TestRoundTrip(t *testing.T) {
+	all := randomPairs(t, rand.New(rand.NewPCG(1, 2)), 3000)
 	for _, pair := range all {
 		a, b := pair[0], pair[1]
 		aBefore, bBefore := DeepCopy(a), DeepCopy(b)
@@ -765,11 +771,10 @@ func randOps(r *rand.Rand, v any) []Op {
 // hand-written pairs, random changes, and trees sharing their unchanged
 // parts (as ApplyEdits makes them).
 func TestChangesAgreeWithReference(t *testing.T) {
-	all := pairs(t)
 	r := rand.New(rand.NewPCG(5, 6))
+	all := randomPairs(t, r, 3000)
 	for range 3000 {
 		a := randTree(r, 5)
-		all = append(all, [2]any{a, mutate(r, a, 5)})
 		es, err := Edits(randOps(r, a))
 		if err != nil {
 			t.Fatal(err)
