@@ -508,48 +508,58 @@ func (r *Registry) CheckWrite(kind, ref string, writer identity.Identity, manage
 	default:
 		return fmt.Errorf("%w: %q is not an operator, controller or node", ErrNotOwner, writer.String())
 	}
-	for _, ch := range fieldpath.Changes(oldTree, newTree) {
-		p, err := fieldpath.Parse(ch.Path)
-		if err != nil { // Changes formats paths that Parse reads
-			return fmt.Errorf("%w: change at %q: %v", ErrNotOwner, ch.Path, err)
-		}
+	for _, p := range fieldpath.ChangedPaths(oldTree, newTree) {
 		if len(p) == 0 || p[0].IsIndex || !(p[0].Key == "labels" || p[0].Key == "spec" || p[0].Key == "status") {
 			continue
 		}
-		deny := &NotOwnerError{Field: ch.Path, Object: ref, Writer: writer.String()}
-		owner, owned := r.Owner(kind, p)
-		below := r.ownersBelow(kind, p)
-		if self != "" {
-			switch {
-			case owned && owner == self:
-				continue
-			case owned:
-				deny.Owner = ident(owner)
-			case operatorIntent(p) && managedBy != "" && (managerController == ident(self) || managerController == writer.String()):
-				continue
-			case operatorIntent(p) && managedBy != "" && managerController != "":
-				deny.Owner = managerController
-			case len(below) > 0 && !slices.ContainsFunc(below, func(o string) bool { return o != self }):
-				continue // only the writer's own fields are below
-			case len(below) > 0:
-				deny.Owner = ident(below[slices.IndexFunc(below, func(o string) bool { return o != self })])
-			}
-			return deny
+		if w, ok := r.mayWrite(kind, p, writer, self, managedBy, managerController); !ok {
+			return &NotOwnerError{Field: p.String(), Object: ref, Writer: writer.String(), Owner: w.owner, Managed: w.managed}
 		}
-		switch {
-		case owned:
-			deny.Owner = ident(owner)
-		case len(below) > 0:
-			deny.Owner = ident(below[0])
-		case operatorIntent(p) && managedBy != "":
-			deny.Managed = managedBy
-		case underStatus(p):
-		default:
-			continue
-		}
-		return deny
 	}
 	return nil
+}
+
+// whose names, for a refused write, the controller identity owning the
+// field (owner) or the object managing the written one (managed).
+type whose struct{ owner, managed string }
+
+// mayWrite reports whether writer, who writes as the controller self (""
+// for an operator), may change the field at p, as CheckWrite documents,
+// and if not, whose field it is.
+func (r *Registry) mayWrite(kind string, p fieldpath.Path, writer identity.Identity, self, managedBy, managerController string) (w whose, ok bool) {
+	owner, owned := r.Owner(kind, p)
+	if self != "" {
+		switch {
+		case owned && owner == self:
+			return w, true
+		case owned:
+			return whose{owner: ident(owner)}, false
+		case operatorIntent(p) && managedBy != "" && (managerController == ident(self) || managerController == writer.String()):
+			return w, true
+		case operatorIntent(p) && managedBy != "" && managerController != "":
+			return whose{owner: managerController}, false
+		}
+		below := r.ownersBelow(kind, p)
+		switch {
+		case len(below) > 0 && !slices.ContainsFunc(below, func(o string) bool { return o != self }):
+			return w, true // only the writer's own fields are below
+		case len(below) > 0:
+			return whose{owner: ident(below[slices.IndexFunc(below, func(o string) bool { return o != self })])}, false
+		}
+		return w, false
+	}
+	if owned {
+		return whose{owner: ident(owner)}, false
+	}
+	switch below := r.ownersBelow(kind, p); {
+	case len(below) > 0:
+		return whose{owner: ident(below[0])}, false
+	case operatorIntent(p) && managedBy != "":
+		return whose{managed: managedBy}, false
+	case underStatus(p):
+		return w, false
+	}
+	return w, true
 }
 
 // Strip returns a copy of body keeping only the fields of kind that the
@@ -560,19 +570,48 @@ func (r *Registry) CheckWrite(kind, ref string, writer identity.Identity, manage
 // controller gets an empty map.
 func (r *Registry) Strip(kind, ctl string, body map[string]any) map[string]any {
 	out := map[string]any{}
-	c, ok := r.Get(ctl)
-	if !ok || body == nil {
+	if r == nil || body == nil {
 		return out
 	}
-	for _, f := range append(c.Reads, c.Owns...) {
-		if f.Kind != kind || len(f.Path) == 0 {
-			continue
-		}
-		for _, p := range fieldpath.Expand(body, f.Path) {
-			graft(out, body, p)
+	c, ok := r.ctls[ctl] // read only: no copy
+	if !ok {
+		return out
+	}
+	for _, fs := range [2][]Field{c.Reads, c.Owns} {
+		for _, f := range fs {
+			if f.Kind != kind || len(f.Path) == 0 {
+				continue
+			}
+			if !slices.ContainsFunc(f.Path, fieldpath.Elem.IsWildcard) {
+				if _, ok := fieldpath.Get(body, f.Path); ok {
+					graft(out, body, f.Path)
+				}
+				continue
+			}
+			graftEach(out, body, f.Path, slices.Clone(f.Path), 0)
 		}
 	}
 	return out
+}
+
+// graftEach grafts into dst every node of src that the path p names
+// (fieldpath.Expand, in its order), using q, a copy of p, to spell out
+// each: the wildcards of p from index i on are yet to be expanded.
+func graftEach(dst, src any, p, q fieldpath.Path, i int) {
+	w := slices.IndexFunc(p[i:], fieldpath.Elem.IsWildcard)
+	if w < 0 {
+		if _, ok := fieldpath.Get(src, q); ok {
+			graft(dst, src, q)
+		}
+		return
+	}
+	w += i
+	l, _ := fieldpath.Get(src, q[:w])
+	list, _ := l.([]any)
+	for k := range list {
+		q[w] = fieldpath.Index(k)
+		graftEach(dst, src, p, q, w+1)
+	}
 }
 
 // graft copies the node of src at p into dst, which mirrors src's shape,

@@ -2,6 +2,7 @@ package ownership
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"slices"
 	"strings"
@@ -529,6 +530,83 @@ func TestCheckWrite(t *testing.T) {
 	}
 }
 
+// Field writes applied copy-on-write (fieldpath.ApplyEdits, as the
+// orchestrator applies a step's writes) leave the new body sharing what
+// they did not touch with the old one; CheckWrite still sees every
+// changed field, also those below a written map or list.
+func TestCheckWriteOfFieldWrites(t *testing.T) {
+	r, err := New(
+		ctl(t, "scheduler", []string{"Pod:status.node"}, nil),
+		ctl(t, "agent", []string{"Pod:status.phase", "Pod:status.containers"}, []string{"Pod:status.node"}),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := func() map[string]any {
+		return map[string]any{
+			"labels": map[string]any{"app": "web"},
+			"spec":   map[string]any{"image": "nginx", "ports": []any{80.0}},
+			"status": map[string]any{"node": "n1", "phase": "Running", "containers": []any{map[string]any{"ready": true}}},
+		}
+	}
+	for _, tc := range []struct {
+		name, writer string
+		ops          []fieldpath.Op
+		want         string // "" = allowed
+	}{
+		{"own field", "controller:scheduler", []fieldpath.Op{{Path: "status.node", Value: "n2"}}, ""},
+		{"own field, same value, beside another's", "controller:scheduler",
+			[]fieldpath.Op{{Path: "status", Value: map[string]any{"node": "n1", "phase": "Running", "containers": []any{map[string]any{"ready": true}}}}}, ""},
+		{"status replaced, dropping another's field", "controller:scheduler",
+			[]fieldpath.Op{{Path: "status", Value: map[string]any{"node": "n2", "containers": []any{map[string]any{"ready": true}}}}},
+			"controller:scheduler may not write status.phase of pod/web: it is owned by controller:agent"},
+		{"status deleted", "controller:scheduler", []fieldpath.Op{{Path: "status", Delete: true}},
+			"controller:scheduler may not write status.containers[0].ready of pod/web: it is owned by controller:agent"},
+		{"list element replaced by its owner", "node:n1", []fieldpath.Op{{Path: "status.containers[0]", Value: map[string]any{"ready": false}}}, ""},
+		{"another's list element replaced", "controller:scheduler", []fieldpath.Op{{Path: "status.containers[0]", Value: map[string]any{"ready": true, "x": 1.0}}},
+			"controller:scheduler may not write status.containers[0].x of pod/web: it is owned by controller:agent"},
+		{"own field replaced by a map", "controller:scheduler", []fieldpath.Op{{Path: "status.node", Value: map[string]any{"name": "n2"}}}, ""},
+		{"two writes, second another's", "controller:scheduler",
+			[]fieldpath.Op{{Path: "status.node", Value: "n2"}, {Path: "status.phase", Value: "Failed"}},
+			"controller:scheduler may not write status.phase of pod/web: it is owned by controller:agent"},
+		{"spec by a controller", "controller:scheduler", []fieldpath.Op{{Path: "spec.ports[0]", Value: 81.0}},
+			"controller:scheduler may not write spec.ports of pod/web: no controller owns it; only operators write unowned fields"},
+		{"unowned status field created", "node:n1", []fieldpath.Op{{Path: "status.extra.a", Value: 1.0}},
+			"node:n1 may not write status.extra.a of pod/web: no controller owns it; a controller writes only the status fields it declares in owns"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id, err := identity.Parse(tc.writer)
+			if err != nil {
+				t.Fatal(err)
+			}
+			es, err := fieldpath.Edits(tc.ops)
+			if err != nil {
+				t.Fatal(err)
+			}
+			old := base()
+			shared, err := fieldpath.ApplyEdits(old, es)
+			if err != nil {
+				t.Fatal(err)
+			}
+			copied, err := fieldpath.Apply(old, tc.ops)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := r.CheckWrite("Pod", "pod/web", id, "", "", old, shared.(map[string]any))
+			again := r.CheckWrite("Pod", "pod/web", id, "", "", base(), copied.(map[string]any))
+			if fmt.Sprint(got) != fmt.Sprint(again) {
+				t.Errorf("shared trees: %v; copied trees: %v", got, again)
+			}
+			if tc.want == "" && got != nil || tc.want != "" && (got == nil || got.Error() != tc.want) {
+				t.Errorf("got  %v\nwant %s", got, tc.want)
+			}
+			if !reflect.DeepEqual(old, base()) {
+				t.Errorf("the old body changed: %v", old)
+			}
+		})
+	}
+}
+
 func TestCheckWriteUnknownWriter(t *testing.T) {
 	r, _ := New()
 	err := r.CheckWrite("Pod", "pod/web", identity.Identity{}, "", "", nil, map[string]any{"spec": map[string]any{"a": 1.0}})
@@ -603,6 +681,46 @@ func TestStrip(t *testing.T) {
 	short := map[string]any{"spec": map[string]any{"containers": []any{map[string]any{"image": "x"}}}}
 	if got := r.Strip("Pod", "agent", short); len(got) != 0 {
 		t.Errorf("Strip with a short list = %v", got)
+	}
+}
+
+// Strip with wildcard paths keeps what the paths Expand to, as grafting
+// each expanded path would, and shares nothing with the body.
+func TestStripWildcards(t *testing.T) {
+	reads := []string{"Pod:spec.containers[*].image", "Pod:spec.containers[*].ports[*].port", "Pod:spec.volumes[*]",
+		"Pod:status.containers[*]", "Pod:spec.containers[0].name", "Pod:spec.none[*].x"}
+	r, err := New(ctl(t, "agent", []string{"Pod:status.containers[*].ready"}, reads))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := map[string]any{
+		"spec": map[string]any{
+			"containers": []any{
+				map[string]any{"name": "a", "image": "nginx", "ports": []any{map[string]any{"port": 80.0, "name": "http"}, "odd"}},
+				"not a map",
+				map[string]any{"name": "c", "ports": []any{}},
+				map[string]any{"image": "redis", "ports": []any{map[string]any{"name": "x"}, map[string]any{"port": 6379.0}}},
+			},
+			"volumes": []any{map[string]any{"name": "v"}, nil},
+			"none":    "scalar",
+		},
+		"status": map[string]any{"containers": []any{map[string]any{"ready": true, "restarts": 1.0}}},
+	}
+	orig := fieldpath.DeepCopy(body)
+	want := map[string]any{}
+	c, _ := r.Get("agent")
+	for _, f := range append(c.Reads, c.Owns...) {
+		for _, p := range fieldpath.Expand(body, f.Path) {
+			graft(want, body, p)
+		}
+	}
+	got := r.Strip("Pod", "agent", body)
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Strip =\n%v\nwant\n%v", got, want)
+	}
+	mutate(got)
+	if !reflect.DeepEqual(body, orig) {
+		t.Errorf("mutating Strip's result changed the input")
 	}
 }
 

@@ -509,22 +509,25 @@ func (o *Orchestrator) writeFields(ctx context.Context, ref workflow.Ref, w stor
 	if err != nil {
 		return nil, "", err
 	}
-	ops := make([]fieldpath.Op, 0, len(writes))
+	edits := make([]fieldpath.Edit, 0, len(writes))
 	for p, v := range writes {
-		if _, err := fieldpath.Parse(p); err != nil {
+		at, err := fieldpath.Parse(p)
+		if err != nil {
 			return nil, "", fmt.Errorf("write %q: %v", p, err)
 		}
-		ops = append(ops, fieldpath.Op{Path: p, Value: v, Delete: v == nil})
+		edits = append(edits, fieldpath.Edit{Op: fieldpath.Op{Path: p, Value: v, Delete: v == nil}, At: at})
 	}
-	sort.Slice(ops, func(i, j int) bool { return ops[i].Path < ops[j].Path })
+	slices.SortFunc(edits, func(a, b fieldpath.Edit) int { return strings.Compare(a.Path, b.Path) })
 	var body map[string]any
-	res, err := o.store.Mutate(ctx, fromRef(ref), w,
+	// The new body shares all the writes leave alone with cur, which is
+	// the store's own (MutateShared): nothing here may modify it.
+	res, err := o.store.MutateShared(ctx, fromRef(ref), w,
 		func(cur *api.Object) (*api.Object, error) {
 			if cur == nil {
 				return nil, fmt.Errorf("%s: %w", ref, store.ErrNotFound)
 			}
 			old := bodyOf(cur)
-			next, err := fieldpath.Apply(old, ops) // a copy: old stays as it was
+			next, err := fieldpath.ApplyEdits(old, edits) // copy on write: old stays as it was
 			if err != nil {
 				return nil, err
 			}
@@ -532,9 +535,10 @@ func (o *Orchestrator) writeFields(ctx context.Context, ref workflow.Ref, w stor
 			if err := o.Owners().CheckWrite(ref.Kind, ref.String(), id, cur.Meta.Owner, "", old, nb); err != nil {
 				return nil, err
 			}
-			setBody(cur, nb)
+			n := *cur
+			setBody(&n, nb)
 			body = nb
-			return cur, nil
+			return &n, nil
 		})
 	return body, res.Op, err
 }

@@ -2,8 +2,10 @@ package store
 
 import (
 	"encoding/json"
+	"fmt"
 	"testing"
 
+	"skiff.dev/skiff/api"
 	"skiff.dev/skiff/api/fieldpath"
 )
 
@@ -35,6 +37,18 @@ func TestRecordAppendMatchesEncodingJSON(t *testing.T) {
 		var back record
 		if err := json.Unmarshal(got, &back); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// History keys are the object's history prefix and the revision padded to
+// twelve digits, as fmt's %012d wrote them, so that they sort by revision.
+func TestHistKeyAsPrinted(t *testing.T) {
+	s := New(nil, Options{})
+	ref := api.Ref{Kind: "Pod", Namespace: "default", Name: "web"}
+	for _, rev := range []int64{0, 1, 9, 10, 12345, 999999999999, 1000000000000, 1 << 62} {
+		if got, want := s.histKey(ref, rev), fmt.Sprintf("%s%012d", s.histPrefix(ref), rev); got != want {
+			t.Errorf("histKey(%d) = %q, want %q", rev, got, want)
 		}
 	}
 }

@@ -119,7 +119,10 @@ func (s *Store) histPrefix(r api.Ref) string {
 }
 
 func (s *Store) histKey(r api.Ref, rev int64) string {
-	return fmt.Sprintf("%s%012d", s.histPrefix(r), rev)
+	var d [20]byte
+	n := strconv.AppendInt(d[:0], rev, 10)
+	zeros := "000000000000"[:max(12-len(n), 0)] // as %012d pads a revision
+	return s.prefix + "/h/" + r.Kind + "/" + nsKey(r.Namespace) + "/" + r.Name + "/" + zeros + string(n)
 }
 
 // Get returns the current object.
@@ -195,6 +198,24 @@ func (s *Store) List(ctx context.Context, kind, ns string) ([]api.Object, int64,
 // nil, or no change) of an object not read from etcd by this call is
 // checked against a fresh read before it is returned.
 func (s *Store) Mutate(ctx context.Context, ref api.Ref, w Write, fn func(cur *api.Object) (*api.Object, error)) (Result, error) {
+	return s.mutate(ctx, ref, w, fn, false)
+}
+
+// MutateShared is Mutate for an fn that does not modify cur: fn gets the
+// object the store decoded, not a copy of it, and returns a new object (or
+// cur itself, or nil, for no change) that may share with cur every map,
+// list and value it leaves as it was (copy on write, as
+// fieldpath.ApplyEdits does). fn must modify nothing reachable from cur:
+// the store compares the result with cur, and a map or list found in both
+// is seen as unchanged without looking inside. The Result's Object may
+// share parts with cur and with fn's result. The store keeps none of them
+// once MutateShared returns.
+func (s *Store) MutateShared(ctx context.Context, ref api.Ref, w Write, fn func(cur *api.Object) (*api.Object, error)) (Result, error) {
+	return s.mutate(ctx, ref, w, fn, true)
+}
+
+// mutate is Mutate, or MutateShared if shared is set.
+func (s *Store) mutate(ctx context.Context, ref api.Ref, w Write, fn func(cur *api.Object) (*api.Object, error), shared bool) (Result, error) {
 	if w.Changer == "" {
 		return Result{}, fmt.Errorf("%s: write without a changer", ref)
 	}
@@ -222,8 +243,8 @@ func (s *Store) Mutate(ctx context.Context, ref api.Ref, w Write, fn func(cur *a
 			}
 			return Result{}, s.conflict(ctx, ref, w.Expect, cur)
 		}
-		var in *api.Object
-		if cur != nil {
+		in := cur
+		if cur != nil && !shared {
 			c := cur.DeepCopy()
 			in = &c
 		}
@@ -389,7 +410,10 @@ func (s *Store) write(ctx context.Context, ref api.Ref, w Write, b *base, next *
 	if n := len(ob) + len(rb); n > MaxRequestBytes-64<<10 {
 		return Result{}, false, fmt.Errorf("%s: %w: the object and its revision are %d bytes, more than etcd takes in one request (%d)", ref, ErrTooLarge, n, MaxRequestBytes)
 	}
-	resp, ok, err := s.commit(ctx, w, key, cmps, clientv3.OpPut(key, ob), clientv3.OpPut(s.histKey(ref, rec.Rev), rb))
+	// Room for w.Also, which commit appends: clientv3.Ops are large.
+	ops := make([]clientv3.Op, 2, 2+len(w.Also))
+	ops[0], ops[1] = clientv3.OpPut(key, ob), clientv3.OpPut(s.histKey(ref, rec.Rev), rb)
+	resp, ok, err := s.commit(ctx, w, key, cmps, ops...)
 	if err != nil {
 		s.known.forget(ref.Kind, key)
 		return Result{}, false, fmt.Errorf("%s: write: %w", ref, err)

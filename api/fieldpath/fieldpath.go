@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unsafe"
 )
 
 // Elem is one step of a Path: a map key, or a list index (>= 0) if IsIndex.
@@ -56,7 +57,11 @@ type Path []Elem
 // in brackets as a Go/JSON double-quoted string. The empty string is the
 // root.
 func Parse(s string) (Path, error) {
-	var p Path
+	if s == "" {
+		return nil, nil
+	}
+	// Every element but the first starts with "." or "[": one allocation.
+	p := make(Path, 0, 1+strings.Count(s, ".")+strings.Count(s, "["))
 	for i := 0; i < len(s); {
 		if s[i] == '[' {
 			e, n, reason := parseBracket(s[i:])
@@ -145,23 +150,32 @@ func digitLen(s string) int {
 
 // String formats p so that Parse returns it again. The root is "".
 func (p Path) String() string {
-	var b strings.Builder
+	var buf [64]byte // most paths fit: the string is then the one allocation
+	return string(p.append(buf[:0]))
+}
+
+// append appends p as String formats it to b.
+func (p Path) append(b []byte) []byte {
 	for i, e := range p {
 		switch {
 		case e.IsWildcard():
-			b.WriteString("[*]")
+			b = append(b, "[*]"...)
 		case e.IsIndex:
-			b.WriteString("[" + strconv.Itoa(e.Index) + "]")
+			b = append(b, '[')
+			b = strconv.AppendInt(b, int64(e.Index), 10)
+			b = append(b, ']')
 		case e.Key != "" && identLen(e.Key) == len(e.Key):
 			if i > 0 {
-				b.WriteByte('.')
+				b = append(b, '.')
 			}
-			b.WriteString(e.Key)
+			b = append(b, e.Key...)
 		default:
-			b.WriteString("[" + strconv.Quote(e.Key) + "]")
+			b = append(b, '[')
+			b = strconv.AppendQuote(b, e.Key)
+			b = append(b, ']')
 		}
 	}
-	return b.String()
+	return b
 }
 
 // HasPrefix reports whether q is a prefix of p (every path has the root
@@ -187,33 +201,36 @@ func (p Path) HasPrefix(q Path) bool {
 // has no wildcard and exists, every existing element for each wildcard.
 func Expand(tree any, p Path) []Path {
 	var out []Path
-	var walk func(node any, done Path, rest Path)
-	walk = func(node any, done Path, rest Path) {
-		if len(rest) == 0 {
-			out = append(out, done)
-			return
+	expand(tree, make(Path, 0, len(p)), p, &out)
+	return out
+}
+
+// expand appends to out the paths of node's part of tree that rest names,
+// each prefixed with done, the path of node. Like diff, it reuses done's
+// backing array, and keeps copies.
+func expand(node any, done, rest Path, out *[]Path) {
+	if len(rest) == 0 {
+		*out = append(*out, slices.Clone(done))
+		return
+	}
+	e := rest[0]
+	switch {
+	case e.IsWildcard():
+		l, _ := node.([]any)
+		for i := range l {
+			expand(l[i], append(done, Index(i)), rest[1:], out)
 		}
-		e := rest[0]
-		switch {
-		case e.IsWildcard():
-			l, _ := node.([]any)
-			for i := range l {
-				walk(l[i], done.child(Index(i)), rest[1:])
-			}
-		case e.IsIndex:
-			if l, ok := node.([]any); ok && e.Index < len(l) {
-				walk(l[e.Index], done.child(e), rest[1:])
-			}
-		default:
-			if m, ok := node.(map[string]any); ok {
-				if v, ok := m[e.Key]; ok {
-					walk(v, done.child(e), rest[1:])
-				}
+	case e.IsIndex:
+		if l, ok := node.([]any); ok && e.Index < len(l) {
+			expand(l[e.Index], append(done, e), rest[1:], out)
+		}
+	default:
+		if m, ok := node.(map[string]any); ok {
+			if v, ok := m[e.Key]; ok {
+				expand(v, append(done, e), rest[1:], out)
 			}
 		}
 	}
-	walk(tree, Path{}, p)
-	return out
 }
 
 // compare orders paths element by element: indexes numerically, keys
@@ -302,10 +319,19 @@ type entry[T any] struct {
 }
 
 func sortedByPath[T any](es []entry[T]) []T {
+	return sortedPick(es, func(e entry[T]) T { return e.v })
+}
+
+// sortedPick sorts es by path and returns what pick takes of each, nil
+// for none.
+func sortedPick[T, U any](es []entry[T], pick func(entry[T]) U) []U {
+	if len(es) == 0 {
+		return nil
+	}
 	slices.SortFunc(es, func(x, y entry[T]) int { return compare(x.path, y.path) })
-	var out []T
-	for _, e := range es {
-		out = append(out, e.v)
+	out := make([]U, len(es))
+	for i, e := range es {
+		out[i] = pick(e)
 	}
 	return out
 }
@@ -327,6 +353,9 @@ func diff(p Path, a, b any, out *[]entry[Op]) {
 	switch av := a.(type) {
 	case map[string]any:
 		if bv, ok := b.(map[string]any); ok && av != nil && bv != nil {
+			if sameMap(av, bv) {
+				return
+			}
 			for k, x := range av {
 				if y, ok := bv[k]; ok {
 					diff(append(p, Key(k)), x, y, out)
@@ -345,6 +374,9 @@ func diff(p Path, a, b any, out *[]entry[Op]) {
 		}
 	case []any:
 		if bv, ok := b.([]any); ok && av != nil && bv != nil && len(av) == len(bv) {
+			if sameList(av, bv) {
+				return
+			}
 			for i := range av {
 				diff(append(p, Index(i)), av[i], bv[i], out)
 			}
@@ -378,6 +410,9 @@ func Equal(a, b any) bool {
 		if !ok || (x == nil) != (y == nil) || len(x) != len(y) {
 			return false
 		}
+		if sameMap(x, y) {
+			return true
+		}
 		for k, v := range x {
 			w, ok := y[k]
 			if !ok || !Equal(v, w) {
@@ -390,6 +425,9 @@ func Equal(a, b any) bool {
 		if !ok || (x == nil) != (y == nil) || len(x) != len(y) {
 			return false
 		}
+		if sameList(x, y) {
+			return true
+		}
 		for i := range x {
 			if !Equal(x[i], y[i]) {
 				return false
@@ -398,6 +436,21 @@ func Equal(a, b any) bool {
 		return true
 	}
 	return reflect.DeepEqual(a, b)
+}
+
+// sameMap reports whether x and y are one map object, which is equal to
+// itself without looking inside (reflect.DeepEqual does the same). A tree
+// that shares the parts a change left alone with the tree before it (as
+// ApplyEdits returns) is then compared in the time of the change, not of
+// the tree.
+func sameMap(x, y map[string]any) bool {
+	return reflect.ValueOf(x).UnsafePointer() == reflect.ValueOf(y).UnsafePointer()
+}
+
+// sameList reports whether x and y are one list: the same elements in the
+// same backing array (reflect.DeepEqual's test for slices).
+func sameList(x, y []any) bool {
+	return len(x) == len(y) && unsafe.SliceData(x) == unsafe.SliceData(y)
 }
 
 // Apply returns a new tree with ops applied in order. It never modifies
@@ -419,6 +472,94 @@ func Apply(tree any, ops []Op) (any, error) {
 	return tree, nil
 }
 
+// Edit is an Op with its path parsed, as ApplyEdits takes it: a caller
+// that also looks at the paths parses each once.
+type Edit struct {
+	Op
+	At Path // Op.Path parsed
+}
+
+// Edits parses the paths of ops.
+func Edits(ops []Op) ([]Edit, error) {
+	es := make([]Edit, len(ops))
+	for i, op := range ops {
+		p, err := Parse(op.Path)
+		if err != nil {
+			return nil, fmt.Errorf("op %d: %w", i, err)
+		}
+		es[i] = Edit{Op: op, At: p}
+	}
+	return es, nil
+}
+
+// ApplyEdits returns a new tree with edits applied in order, as Apply
+// does, but copying on write: only the maps and lists the edits' paths
+// pass through are copied, and the result shares every other node with
+// tree, which is not modified. Neither may be modified in place by the
+// caller while the other is in use. Values set are copied as by Apply.
+// Errors are Apply's.
+func ApplyEdits(tree any, edits []Edit) (any, error) {
+	if slices.ContainsFunc(edits, func(e Edit) bool { return len(e.At) > 0 }) {
+		tree = cloneAlong(tree, nil, edits)
+	}
+	for i, e := range edits {
+		var err error
+		if tree, err = apply(tree, e.At, 0, e.Op); err != nil {
+			return nil, fmt.Errorf("op %d at %q: %w", i, e.Path, err)
+		}
+	}
+	return tree, nil
+}
+
+// cloneAlong returns a shallow copy of node, which sits at path at, and
+// of every map and list below it that an edit's path passes through (lies
+// strictly below), so that the edits then change only copies. Nodes an
+// edit only ends at are replaced, not changed, and are not copied. Where
+// the tree does not have the shape a path needs, copying stops (apply
+// then says what is wrong, or creates fresh maps).
+func cloneAlong(node any, at Path, edits []Edit) any {
+	var c any
+	switch n := node.(type) {
+	case map[string]any:
+		if n == nil {
+			return node // apply replaces it with a new map
+		}
+		c = maps.Clone(n)
+	case []any:
+		c = slices.Clone(n)
+	default:
+		return node
+	}
+	i := len(at)
+	for j, e := range edits {
+		if !below(e.At, at, 1) {
+			continue
+		}
+		next := e.At[:i+1]
+		if slices.ContainsFunc(edits[:j], func(d Edit) bool { return below(d.At, next, 0) }) {
+			continue // copied for an earlier edit through the same child
+		}
+		switch c := c.(type) {
+		case map[string]any:
+			if x, ok := c[next[i].Key]; ok && !next[i].IsIndex {
+				c[next[i].Key] = cloneAlong(x, next, edits)
+			}
+		case []any:
+			if k := next[i].Index; next[i].IsIndex && k >= 0 && k < len(c) {
+				c[k] = cloneAlong(c[k], next, edits)
+			}
+		}
+	}
+	return c
+}
+
+// below reports whether p lies more than n levels below at: at is a
+// prefix of p, and p is longer by more than n. An edit at p changes the
+// node at at in place (n=0), and its child on the way (n=1).
+func below(p, at Path, n int) bool {
+	return len(p) > len(at)+n && slices.Equal(p[:len(at)], at)
+}
+
 // apply applies op to node, which sits at p[:i], modifying node in place,
 // and returns the new node.
 func apply(node any, p Path, i int, op Op) (any, error) {
@@ -434,6 +575,8 @@ func apply(node any, p Path, i int, op Op) (any, error) {
 		switch {
 		case !ok:
 			return nil, fmt.Errorf("%s is %s, not a list", where(p[:i]), kind(node))
+		case e.IsWildcard():
+			return nil, fmt.Errorf("[*] names every element of %s; write one element, or the whole list", where(p[:i]))
 		case e.Index >= len(l):
 			return nil, fmt.Errorf("index %d out of range: %s has %d elements", e.Index, where(p[:i]), len(l))
 		case last && op.Delete:
@@ -498,9 +641,26 @@ type Change struct {
 // shown whole. A nil root counts as absent, so Changes(nil, obj) lists
 // only additions.
 func Changes(a, b any) []Change {
+	es := changeEntries(a, b)
+	for i := range es {
+		es[i].v.Path = es[i].path.String()
+	}
+	return sortedByPath(es)
+}
+
+// ChangedPaths returns the paths of Changes(a, b), in the same order,
+// parsed rather than formatted: for a caller that looks at the paths and
+// formats few of them (an ownership check).
+func ChangedPaths(a, b any) []Path {
+	return sortedPick(changeEntries(a, b), func(e entry[Change]) Path { return e.path })
+}
+
+// changeEntries returns the changes from a to b, unsorted and without
+// their Path strings.
+func changeEntries(a, b any) []entry[Change] {
 	var out []entry[Change]
 	changes(make(Path, 0, 8), a, a != nil, b, b != nil, &out)
-	return sortedByPath(out)
+	return out
 }
 
 // changes appends the changes from a to b at p to out; like diff, it
@@ -510,65 +670,93 @@ func changes(p Path, a any, hadA bool, b any, hasB bool, out *[]entry[Change]) {
 		return
 	}
 	lists := hasComposite(a) || hasComposite(b)
-	ac, bc := children(a, hadA, lists), children(b, hasB, lists)
+	na, byChildA := fanout(a, hadA, lists)
+	nb, byChildB := fanout(b, hasB, lists)
 	// An empty map or list is shown whole unless the other side is a
 	// non-empty node of the same type, whose children then speak for it.
 	same := reflect.TypeOf(a) == reflect.TypeOf(b)
-	if len(ac) == 0 && !(same && len(bc) > 0) {
-		ac = nil
-	}
-	if len(bc) == 0 && !(same && len(ac) > 0) {
-		bc = nil
-	}
-	if ac == nil && bc == nil {
-		q := slices.Clone(p)
-		*out = append(*out, entry[Change]{q, Change{Path: q.String(), Old: a, New: b, HadOld: hadA, HasNew: hasB}})
+	showA := byChildA && (na > 0 || same && byChildB && nb > 0)
+	showB := byChildB && (nb > 0 || same && byChildA && na > 0)
+	if !showA && !showB {
+		add(out, p, Change{Old: a, New: b, HadOld: hadA, HasNew: hasB})
 		return
 	}
-	if ac == nil && hadA {
-		q := slices.Clone(p)
-		*out = append(*out, entry[Change]{q, Change{Path: q.String(), Old: a, HadOld: true}})
+	if !showA && hadA {
+		add(out, p, Change{Old: a, HadOld: true})
 	}
-	if bc == nil && hasB {
-		q := slices.Clone(p)
-		*out = append(*out, entry[Change]{q, Change{Path: q.String(), New: b, HasNew: true}})
+	if !showB && hasB {
+		add(out, p, Change{New: b, HasNew: true})
 	}
-	keys := slices.Collect(maps.Keys(ac))
-	for e := range bc {
-		if _, ok := ac[e]; !ok {
-			keys = append(keys, e)
+	// Every child of either side that is shown as children, once.
+	if showA {
+		switch a := a.(type) {
+		case map[string]any:
+			for k, x := range a {
+				y, hy := child(b, showB, Key(k))
+				changes(append(p, Key(k)), x, true, y, hy, out)
+			}
+		case []any:
+			for i, x := range a {
+				y, hy := child(b, showB, Index(i))
+				changes(append(p, Index(i)), x, true, y, hy, out)
+			}
 		}
 	}
-	for _, e := range keys {
-		x, hx := ac[e]
-		y, hy := bc[e]
-		changes(append(p, e), x, hx, y, hy, out)
+	if showB {
+		switch b := b.(type) {
+		case map[string]any:
+			for k, y := range b {
+				if _, hx := child(a, showA, Key(k)); !hx {
+					changes(append(p, Key(k)), nil, false, y, true, out)
+				}
+			}
+		case []any:
+			for i, y := range b {
+				if _, hx := child(a, showA, Index(i)); !hx {
+					changes(append(p, Index(i)), nil, false, y, true, out)
+				}
+			}
+		}
 	}
 }
 
-// children returns the children of v if it is shown as separate lines: a
-// map, or a list if lists is set or it is empty. Otherwise nil.
-func children(v any, present, lists bool) map[Elem]any {
+// add appends a change at p, with a copy of p, to out.
+func add(out *[]entry[Change], p Path, c Change) {
+	*out = append(*out, entry[Change]{slices.Clone(p), c})
+}
+
+// fanout returns how many children v has and whether it is shown as
+// separate lines (children): a map, or a list if lists is set or it is
+// empty.
+func fanout(v any, present, lists bool) (n int, shown bool) {
 	if !present {
-		return nil
+		return 0, false
 	}
 	switch v := v.(type) {
 	case map[string]any:
-		c := make(map[Elem]any, len(v))
-		for k, x := range v {
-			c[Key(k)] = x
-		}
-		return c
+		return len(v), true
 	case []any:
-		if lists || len(v) == 0 {
-			c := make(map[Elem]any, len(v))
-			for i, x := range v {
-				c[Index(i)] = x
-			}
-			return c
-		}
+		return len(v), lists || len(v) == 0
 	}
-	return nil
+	return 0, false
+}
+
+// child returns the child e of v if v is shown as children (fanout) and
+// has one there.
+func child(v any, shown bool, e Elem) (any, bool) {
+	if !shown {
+		return nil, false
+	}
+	if e.IsIndex {
+		l, _ := v.([]any)
+		if e.Index < 0 || e.Index >= len(l) {
+			return nil, false
+		}
+		return l[e.Index], true
+	}
+	m, _ := v.(map[string]any)
+	x, ok := m[e.Key]
+	return x, ok
 }
 
 // hasComposite reports whether v is a list holding a map or a list; such

@@ -3,6 +3,7 @@ package fieldpath
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -365,13 +366,19 @@ func scribble(v any) {
 	}
 }
 
-func TestRoundTrip(t *testing.T) {
+// randomPairs returns the hand-written pairs and n random trees, each
+// with a changed copy.
+func randomPairs(t *testing.T, r *rand.Rand, n int) [][2]any {
 	all := pairs(t)
-	r := rand.New(rand.NewPCG(1, 2))
-	for range 3000 {
+	for range n {
 		a := randTree(r, 5)
 		all = append(all, [2]any{a, mutate(r, a, 5)})
 	}
+	return all
+}
+
+func TestRoundTrip(t *testing.T) {
+	all := randomPairs(t, rand.New(rand.NewPCG(1, 2)), 3000)
 	for _, pair := range all {
 		a, b := pair[0], pair[1]
 		aBefore, bBefore := DeepCopy(a), DeepCopy(b)
@@ -642,4 +649,272 @@ func TestEqualIsDeepEqual(t *testing.T) {
 			}
 		}
 	}
+}
+
+// refChanges is Changes as it was written first, with a map of children
+// per node: the walk without those maps must give the same lines.
+func refChanges(a, b any) []Change {
+	var out []entry[Change]
+	refWalk(Path{}, a, a != nil, b, b != nil, &out)
+	for i := range out {
+		out[i].v.Path = out[i].path.String()
+	}
+	return sortedByPath(out)
+}
+
+func refWalk(p Path, a any, hadA bool, b any, hasB bool, out *[]entry[Change]) {
+	if hadA == hasB && reflect.DeepEqual(a, b) {
+		return
+	}
+	lists := hasComposite(a) || hasComposite(b)
+	kids := func(v any, present bool) map[Elem]any {
+		if !present {
+			return nil
+		}
+		switch v := v.(type) {
+		case map[string]any:
+			c := map[Elem]any{}
+			for k, x := range v {
+				c[Key(k)] = x
+			}
+			return c
+		case []any:
+			if lists || len(v) == 0 {
+				c := map[Elem]any{}
+				for i, x := range v {
+					c[Index(i)] = x
+				}
+				return c
+			}
+		}
+		return nil
+	}
+	ac, bc := kids(a, hadA), kids(b, hasB)
+	same := reflect.TypeOf(a) == reflect.TypeOf(b)
+	if len(ac) == 0 && !(same && len(bc) > 0) {
+		ac = nil
+	}
+	if len(bc) == 0 && !(same && len(ac) > 0) {
+		bc = nil
+	}
+	q := slices.Clone(p)
+	if ac == nil && bc == nil {
+		*out = append(*out, entry[Change]{q, Change{Old: a, New: b, HadOld: hadA, HasNew: hasB}})
+		return
+	}
+	if ac == nil && hadA {
+		*out = append(*out, entry[Change]{q, Change{Old: a, HadOld: true}})
+	}
+	if bc == nil && hasB {
+		*out = append(*out, entry[Change]{q, Change{New: b, HasNew: true}})
+	}
+	keys := map[Elem]bool{}
+	for e := range ac {
+		keys[e] = true
+	}
+	for e := range bc {
+		keys[e] = true
+	}
+	for e := range keys {
+		x, hx := ac[e]
+		y, hy := bc[e]
+		refWalk(p.child(e), x, hx, y, hy, out)
+	}
+}
+
+// randPath returns a path into v, often an existing one, sometimes one
+// going past what exists, through scalars, out of range or nowhere.
+func randPath(r *rand.Rand, v any) Path {
+	var p Path
+	for r.IntN(5) != 0 {
+		switch x := v.(type) {
+		case map[string]any:
+			if len(x) > 0 && r.IntN(4) != 0 {
+				keys := slices.Sorted(maps.Keys(x))
+				k := keys[r.IntN(len(keys))]
+				p, v = append(p, Key(k)), x[k]
+				continue
+			}
+		case []any:
+			if r.IntN(6) != 0 {
+				i := r.IntN(len(x) + 1)
+				p = append(p, Index(i))
+				if i < len(x) {
+					v = x[i]
+				} else {
+					v = nil
+				}
+				continue
+			}
+		}
+		p, v = append(p, Key(keyPool[r.IntN(len(keyPool))])), nil
+	}
+	return p
+}
+
+// randOps returns a few sets and deletes at random paths of v.
+func randOps(r *rand.Rand, v any) []Op {
+	var ops []Op
+	for range 1 + r.IntN(4) {
+		op := Op{Path: randPath(r, v).String()}
+		if r.IntN(4) == 0 {
+			op.Delete = true
+		} else {
+			op.Value = randTree(r, 2)
+		}
+		ops = append(ops, op)
+	}
+	return ops
+}
+
+// The walk without per-node maps agrees with the first one, on
+// hand-written pairs, random changes, and trees sharing their unchanged
+// parts (as ApplyEdits makes them).
+func TestChangesAgreeWithReference(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	all := randomPairs(t, r, 3000)
+	for range 3000 {
+		a := randTree(r, 5)
+		es, err := Edits(randOps(r, a))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b, err := ApplyEdits(a, es); err == nil {
+			all = append(all, [2]any{a, b})
+		}
+	}
+	for _, pair := range all {
+		a, b := pair[0], pair[1]
+		got, want := Changes(a, b), refChanges(a, b)
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("Changes(%v, %v)\n got %+v\nwant %+v", a, b, got, want)
+		}
+		paths := ChangedPaths(a, b)
+		if len(paths) != len(got) {
+			t.Fatalf("ChangedPaths = %v, Changes = %+v", paths, got)
+		}
+		for i, p := range paths {
+			if p.String() != got[i].Path {
+				t.Fatalf("ChangedPaths[%d] = %q, Changes has %q", i, p, got[i].Path)
+			}
+		}
+	}
+}
+
+// ApplyEdits gives what Apply gives, result or error, without changing
+// its input, and shares with it every map and list the edits do not pass
+// through or replace.
+func TestApplyEditsCopiesOnWrite(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	for n := range 5000 {
+		a := randTree(r, 5)
+		var ops []Op
+		if n%3 == 0 {
+			ops = Diff(a, mutate(r, a, 5))
+		} else {
+			ops = randOps(r, a)
+		}
+		before := DeepCopy(a)
+		want, wantErr := Apply(a, ops)
+		es, err := Edits(ops)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, gotErr := ApplyEdits(a, es)
+		if fmt.Sprint(gotErr) != fmt.Sprint(wantErr) || !reflect.DeepEqual(got, want) {
+			t.Fatalf("ApplyEdits(%v, %+v) = %v, %v; Apply gives %v, %v", a, ops, got, gotErr, want, wantErr)
+		}
+		if !reflect.DeepEqual(a, before) {
+			t.Fatalf("ApplyEdits(%v, %+v) changed its input: was %v", a, ops, before)
+		}
+		if gotErr == nil {
+			checkShared(t, a, got, nil, es)
+		}
+	}
+}
+
+// checkShared fails unless every map and list of old that no edit passes
+// through or ends at or below is the very same one in new.
+func checkShared(t *testing.T, old, new any, at Path, edits []Edit) {
+	t.Helper()
+	if slices.ContainsFunc(edits, func(e Edit) bool { return at.HasPrefix(e.At) }) {
+		return // replaced or below a replaced node: anything goes
+	}
+	if !slices.ContainsFunc(edits, func(e Edit) bool { return below(e.At, at, 0) }) {
+		switch o := old.(type) {
+		case map[string]any:
+			if n, ok := new.(map[string]any); !ok || !sameMap(o, n) {
+				t.Fatalf("%q: %v was copied to %v, though no edit touches it", at, old, new)
+			}
+		case []any:
+			if n, ok := new.([]any); !ok || len(o) > 0 && !sameList(o, n) {
+				t.Fatalf("%q: %v was copied to %v, though no edit touches it", at, old, new)
+			}
+		}
+		return
+	}
+	switch o := old.(type) {
+	case map[string]any:
+		n, _ := new.(map[string]any)
+		for k, x := range o {
+			if y, ok := n[k]; ok {
+				checkShared(t, x, y, at.child(Key(k)), edits)
+			}
+		}
+	case []any:
+		n, _ := new.([]any)
+		for i := range min(len(o), len(n)) {
+			checkShared(t, o[i], n[i], at.child(Index(i)), edits)
+		}
+	}
+}
+
+func TestApplyWildcard(t *testing.T) {
+	_, err := Apply(j(t, `{"l":[1,2]}`), []Op{{Path: "l[*]", Value: 3.0}})
+	want := `op 0 at "l[*]": [*] names every element of l; write one element, or the whole list`
+	if err == nil || err.Error() != want {
+		t.Errorf("Apply at l[*]: %v, want %s", err, want)
+	}
+}
+
+func TestExpand(t *testing.T) {
+	tree := j(t, `{"cs":[{"name":"a","ports":[{"p":1},{"p":2}]},{"name":"b"},"x",{"name":"d","ports":[]}],"m":{"k":null}}`)
+	for _, tc := range []struct {
+		path string
+		want []string
+	}{
+		{"cs[*].name", []string{"cs[0].name", "cs[1].name", "cs[3].name"}},
+		{"cs[*].ports[*].p", []string{"cs[0].ports[0].p", "cs[0].ports[1].p"}},
+		{"cs[*]", []string{"cs[0]", "cs[1]", "cs[2]", "cs[3]"}},
+		{"cs[1].name", []string{"cs[1].name"}},
+		{"cs[4].name", nil},
+		{"m.k", []string{"m.k"}},
+		{"m.k.x", nil},
+		{"m[*]", nil},
+		{"nothing[*].x", nil},
+		{"", []string{""}},
+	} {
+		var got []string
+		for _, p := range Expand(tree, mustParse(t, tc.path)) {
+			got = append(got, p.String())
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("Expand(%q) = %q, want %q", tc.path, got, tc.want)
+		}
+	}
+	// The paths share no memory: changing one leaves the others.
+	ps := Expand(tree, mustParse(t, "cs[*].ports[*].p"))
+	ps[0][3] = Index(9)
+	if ps[1].String() != "cs[0].ports[1].p" {
+		t.Errorf("paths share memory: %q", ps[1])
+	}
+}
+
+func mustParse(t *testing.T, s string) Path {
+	t.Helper()
+	p, err := Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
