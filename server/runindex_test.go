@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"skiff.dev/skiff/api"
@@ -230,14 +231,17 @@ func TestRecorderIndexIsPerTerm(t *testing.T) {
 	o, ctx := e.leader()
 	record(ctx, o, endedRun("web", runID(0, 0)))
 	old := o.term()
-	o.rec.seed(old, "Pod/default/db/", 1, nil)
+	read := func(name string) []*mvccpb.KeyValue {
+		return []*mvccpb.KeyValue{{Key: []byte("/skiff/runs/Pod/default/" + name + "/" + runID(0, 0))}}
+	}
+	o.rec.seed(old, "Pod/default/db/", 1, read("db"))
 	if _, ok := o.rec.idx.ids["Pod/default/db/"]; !ok {
 		t.Fatal("the leader did not take its own read")
 	}
 	tctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	o.cur.Store(&term{ctx: tctx})
-	o.rec.seed(old, "Pod/default/api/", 1, nil)
+	o.rec.seed(old, "Pod/default/api/", 1, read("api"))
 	if n := len(o.rec.idx.ids); n != 2 {
 		t.Errorf("a read of an ended term changed the index: %d objects, want 2", n)
 	}

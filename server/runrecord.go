@@ -309,8 +309,12 @@ func (x *runIndex) drop(obj string) {
 
 // seed takes an object's runs read at etcd revision rev, during term t,
 // unless the index knows it already (it is then as new), or writes the
-// read may not show came after rev.
+// read may not show came after rev. No runs it leaves to the scan: a
+// request for any name would add it.
 func (r *runRecorder) seed(t *term, obj string, rev int64, kvs []*mvccpb.KeyValue) {
+	if len(kvs) == 0 {
+		return
+	}
 	x := &r.idx
 	x.mu.Lock()
 	defer x.mu.Unlock()
