@@ -117,6 +117,20 @@ func (e *recorderEnv) stored(name string) []string {
 	return ids
 }
 
+// recordEach records n ended runs of each name, a flush each, and returns
+// their IDs, oldest first.
+func recordEach(ctx context.Context, o *Orchestrator, n int, names ...string) []string {
+	var ids []string
+	for i := range n {
+		ids = append(ids, runID(i, i))
+		for _, name := range names {
+			o.rec.Record(endedRun(name, ids[i]))
+		}
+		o.rec.flush(ctx)
+	}
+	return ids
+}
+
 // record records ended runs and flushes them.
 func record(ctx context.Context, o *Orchestrator, runs ...workflow.RunRecord) {
 	for _, r := range runs {
@@ -141,11 +155,7 @@ func (e *recorderEnv) expect(name string, want []string, reads int64) {
 func TestRecorderDropsOldRunsWithoutReads(t *testing.T) {
 	e := newRecorderEnv(t)
 	o, ctx := e.leader()
-	var ids []string
-	for i := range keepRuns + 3 {
-		ids = append(ids, runID(i, i))
-		record(ctx, o, endedRun("web", ids[i]))
-	}
+	ids := recordEach(ctx, o, keepRuns+3, "web")
 	e.expect("web", ids[3:], 0)
 	// Runs out of order (another server's clock), many in one flush.
 	more := []string{runID(-5, 100), runID(50, 101), runID(20, 102)}
@@ -168,11 +178,7 @@ func TestRecorderDropsOldRunsWithoutReads(t *testing.T) {
 func TestNewLeaderRecorderReadsOnce(t *testing.T) {
 	e := newRecorderEnv(t)
 	o, ctx := e.leader()
-	var ids []string
-	for i := range keepRuns {
-		ids = append(ids, runID(i, i))
-		record(ctx, o, endedRun("web", ids[i]), endedRun("db", ids[i]))
-	}
+	ids := recordEach(ctx, o, keepRuns, "web", "db")
 	e.expect("web", ids, 0)
 	// An older server wrote more than keepRuns, or runs of another form.
 	for _, id := range []string{runID(-2, 900), runID(-1, 901), "0-old-form"} {
@@ -209,11 +215,7 @@ func TestNewLeaderRecorderReadsOnce(t *testing.T) {
 func TestRecorderForgetsDeletedObjects(t *testing.T) {
 	e := newRecorderEnv(t)
 	o, ctx := e.leader()
-	var ids []string
-	for i := range keepRuns {
-		ids = append(ids, runID(i, i))
-		record(ctx, o, endedRun("web", ids[i]))
-	}
+	ids := recordEach(ctx, o, keepRuns, "web")
 	o.rec.forget(workflow.Ref{Kind: "Pod", Namespace: "default", Name: "web"})
 	record(ctx, o)
 	if n := len(o.rec.idx.ids); n != 0 {

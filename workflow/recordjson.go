@@ -47,17 +47,8 @@ func (r *RunRecord) AppendJSON(b []byte) ([]byte, error) {
 	b = append(b, `,"steps":`...)
 	if r.Steps == nil {
 		b = append(b, "null"...)
-	} else {
-		b = append(b, '[')
-		for i := range r.Steps {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			if b, err = r.Steps[i].appendJSON(b); err != nil {
-				return b, err
-			}
-		}
-		b = append(b, ']')
+	} else if b, err = appendList(b, r.Steps, (*StepRecord).appendJSON); err != nil {
+		return b, err
 	}
 	b = append(b, '}')
 	if hasHTML(b[start:]) {
@@ -93,16 +84,10 @@ func (s *StepRecord) appendJSON(b []byte) ([]byte, error) {
 	b = appendOptStrings(b, `,"waitingOn":`, s.WaitingOn)
 	b = appendOptString(b, `,"reason":`, s.Reason)
 	if len(s.Log) > 0 {
-		b = append(b, `,"log":[`...)
-		for i := range s.Log {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			if b, err = s.Log[i].appendJSON(b); err != nil {
-				return b, err
-			}
+		b = append(b, `,"log":`...)
+		if b, err = appendList(b, s.Log, (*LogLine).appendJSON); err != nil {
+			return b, err
 		}
-		b = append(b, ']')
 	}
 	b = appendOptStrings(b, `,"writes":`, s.Writes)
 	b = appendOptStrings(b, `,"after":`, s.After)
@@ -132,6 +117,21 @@ func (l *LogLine) appendJSON(b []byte) ([]byte, error) {
 		}
 	}
 	return append(b, '}'), nil
+}
+
+// appendList appends l as an array of what appendElem makes of each.
+func appendList[T any](b []byte, l []T, appendElem func(*T, []byte) ([]byte, error)) ([]byte, error) {
+	b = append(b, '[')
+	for i := range l {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		var err error
+		if b, err = appendElem(&l[i], b); err != nil {
+			return b, err
+		}
+	}
+	return append(b, ']'), nil
 }
 
 // appendOptString appends a member tagged omitempty.
