@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/netip"
 	"slices"
 	"sort"
@@ -393,6 +394,7 @@ func (o *Orchestrator) feed(ev store.Event, t *term) {
 	}
 	if ev.Type == store.Deleted {
 		o.Engine.Forget(toRef(ev.Object.Ref()))
+		o.rec.forget(toRef(ev.Object.Ref()))
 		return
 	}
 	o.Engine.Submit(toObject(ev.Object))
@@ -633,7 +635,9 @@ type runRecorder struct {
 	mu       sync.Mutex
 	dirty    map[string]workflow.RunRecord // key → newest copy; guarded by mu
 	flushing map[string]workflow.RunRecord // what flush is writing; guarded by mu
+	gone     []string                      // objects deleted, to forget (runIndex); guarded by mu
 	enc      runEncoder                    // used by flush only
+	idx      runIndex
 }
 
 const keepRuns = 10
@@ -662,7 +666,7 @@ func (r *runRecorder) Record(rec workflow.RunRecord) {
 
 // run writes records until ctx (a term's) ends, then what is left, if
 // the term's guard still holds (a leader that steps down), and drops the
-// rest.
+// rest, and what it knew of the runs stored.
 func (r *runRecorder) run(ctx context.Context) {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
@@ -674,7 +678,11 @@ func (r *runRecorder) run(ctx context.Context) {
 			cancel()
 			r.mu.Lock()
 			clear(r.dirty)
+			r.gone = nil
 			r.mu.Unlock()
+			r.idx.mu.Lock()
+			r.idx.reset()
+			r.idx.mu.Unlock()
 			return
 		case <-t.C:
 			r.flush(ctx)
@@ -682,63 +690,197 @@ func (r *runRecorder) run(ctx context.Context) {
 	}
 }
 
+// objWrite is what flush wrote of an object's runs.
+type objWrite struct {
+	ids    []string // the runs written
+	ended  bool     // one of them ended: drop the runs beyond keepRuns
+	rev    int64    // the etcd revision of the write
+	failed bool     // a write of them failed
+}
+
+// runDrop is a run to delete, of an object.
+type runDrop struct{ obj, id string }
+
 // flush writes the runs recorded since the last flush, guarded by the
 // term of ctx.
 func (r *runRecorder) flush(ctx context.Context) {
 	var guard []clientv3.Cmp
-	if t := termOf(ctx); t != nil {
+	t := termOf(ctx)
+	if t != nil {
 		guard = t.guard
 	}
 	r.mu.Lock()
-	dirty := r.dirty
-	r.dirty, r.flushing = map[string]workflow.RunRecord{}, dirty
+	dirty, gone := r.dirty, r.gone
+	r.dirty, r.flushing, r.gone = map[string]workflow.RunRecord{}, dirty, nil
 	r.mu.Unlock()
 	defer func() {
 		r.mu.Lock()
 		r.flushing = nil
 		r.mu.Unlock()
 	}()
-	// An object's oldest runs are dropped when one of its runs ended.
-	var ended []string
+	r.scan(ctx, t)
+	objs := map[string]*objWrite{} // by key under r.prefix
 	var puts []clientv3.Op
+	var putObjs []*objWrite // of each put
 	for key, rec := range dirty {
 		b, err := r.enc.encode(&rec)
 		if err != nil {
 			continue
 		}
+		obj := key[len(r.prefix) : len(key)-len(rec.ID)]
+		w := objs[obj]
+		if w == nil {
+			w = &objWrite{}
+			objs[obj] = w
+		}
+		w.ids = append(w.ids, rec.ID)
+		w.ended = w.ended || rec.State != workflow.RunRunning
 		puts = append(puts, clientv3.OpPut(key, b))
-		if rec.State != workflow.RunRunning {
-			ended = append(ended, r.objPrefix(rec.Kind, rec.Namespace, rec.Name))
+		putObjs = append(putObjs, w)
+	}
+	for i := 0; i < len(puts); i += recordOps {
+		j := min(i+recordOps, len(puts))
+		resp, err := r.kv.Txn(ctx).If(guard...).Then(puts[i:j]...).Commit()
+		if err = guarded(resp, err); err != nil {
+			r.log.Warn("record runs", "runs", j-i, "err", err)
+		}
+		for _, w := range putObjs[i:j] {
+			if err != nil {
+				w.failed = true
+			} else {
+				w.rev = resp.Header.Revision
+			}
 		}
 	}
-	for ops := range slices.Chunk(puts, recordOps) {
-		if err := guarded(r.kv.Txn(ctx).If(guard...).Then(ops...).Commit()); err != nil {
-			r.log.Warn("record runs", "runs", len(ops), "err", err)
+	drops, unknown := r.noteWrites(t, objs)
+	drops = append(drops, r.readRuns(ctx, t, unknown)...)
+	r.dropRuns(ctx, t, guard, drops)
+	r.idx.mu.Lock()
+	if r.idx.use(t) {
+		for _, obj := range gone {
+			if ids, ok := r.idx.ids[obj]; ok && ids == "" {
+				delete(r.idx.ids, obj) // no runs: it need not be noted
+				continue
+			}
+			r.idx.drop(obj)
+			// A read of obj before now may lack writes of its runs.
+			r.idx.floor = max(r.idx.floor, r.idx.wrote)
 		}
 	}
-	slices.Sort(ended)
-	for prefixes := range slices.Chunk(slices.Compact(ended), recordOps) {
-		gets := make([]clientv3.Op, len(prefixes))
-		for i, p := range prefixes {
-			gets[i] = clientv3.OpGet(p, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	r.idx.mu.Unlock()
+}
+
+// noteWrites notes in the index the runs flush wrote, and returns the runs
+// to drop of the objects it knows one of whose runs ended, and those of
+// such objects it does not know (to read).
+func (r *runRecorder) noteWrites(t *term, objs map[string]*objWrite) (drops []runDrop, unknown []string) {
+	x := &r.idx
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	use := x.use(t)
+	for obj, w := range objs {
+		if !use {
+			if w.ended {
+				unknown = append(unknown, obj)
+			}
+			continue
+		}
+		x.wrote = max(x.wrote, w.rev)
+		ids, ok := x.known(obj)
+		if w.failed {
+			// It may have been written or not: read it.
+			x.drop(obj)
+			x.floor = math.MaxInt64
+			ok = false
+		}
+		for _, id := range w.ids {
+			if ok {
+				ids, ok = ids.with(id)
+			}
+		}
+		if !ok {
+			// A read of obj from before w lacks it.
+			x.drop(obj)
+			x.floor = max(x.floor, w.rev)
+			if w.ended {
+				unknown = append(unknown, obj)
+			}
+			continue
+		}
+		if n := ids.count() - keepRuns; w.ended && n > 0 {
+			// Run IDs sort by start time: drop the oldest.
+			for i := range n {
+				drops = append(drops, runDrop{obj, ids.at(i)})
+			}
+			ids = ids[n*idLen:]
+		}
+		x.put(obj, ids)
+	}
+	return drops, unknown
+}
+
+// readRuns reads the runs of objects the index does not know, notes them
+// and returns those beyond the newest keepRuns.
+func (r *runRecorder) readRuns(ctx context.Context, t *term, objs []string) []runDrop {
+	var drops []runDrop
+	slices.Sort(objs)
+	for chunk := range slices.Chunk(objs, recordOps) {
+		gets := make([]clientv3.Op, len(chunk))
+		for i, obj := range chunk {
+			gets[i] = clientv3.OpGet(r.prefix+obj, clientv3.WithPrefix(), clientv3.WithKeysOnly())
 		}
 		resp, err := r.kv.Txn(ctx).Then(gets...).Commit()
 		if err != nil {
 			r.log.Warn("read recorded runs", "err", err)
 			continue
 		}
-		var dels []clientv3.Op
-		for _, rr := range resp.Responses {
+		r.idx.mu.Lock()
+		use := r.idx.use(t)
+		for i, rr := range resp.Responses {
 			kvs := rr.GetResponseRange().GetKvs()
-			// Run IDs sort by start time: drop the oldest.
-			for _, kv := range kvs[:max(len(kvs)-keepRuns, 0)] {
-				dels = append(dels, clientv3.OpDelete(string(kv.Key)))
+			ids := make([]string, len(kvs))
+			for j, kv := range kvs {
+				ids[j] = string(kv.Key[len(r.prefix)+len(chunk[i]):])
+			}
+			// Run IDs sort by start time, as etcd returns keys: drop the
+			// oldest.
+			n := max(len(ids)-keepRuns, 0)
+			for _, id := range ids[:n] {
+				drops = append(drops, runDrop{chunk[i], id})
+			}
+			if use {
+				r.idx.set(chunk[i], ids[n:])
 			}
 		}
-		for ops := range slices.Chunk(dels, recordOps) {
-			if err := guarded(r.kv.Txn(ctx).If(guard...).Then(ops...).Commit()); err != nil {
-				r.log.Warn("drop old runs", "err", err)
+		r.idx.mu.Unlock()
+	}
+	return drops
+}
+
+// dropRuns deletes runs. The index holds already the runs kept; an
+// object whose runs were not all deleted becomes unknown.
+func (r *runRecorder) dropRuns(ctx context.Context, t *term, guard []clientv3.Cmp, drops []runDrop) {
+	for chunk := range slices.Chunk(drops, recordOps) {
+		dels := make([]clientv3.Op, len(chunk))
+		for i, d := range chunk {
+			dels[i] = clientv3.OpDelete(r.prefix + d.obj + d.id)
+		}
+		resp, err := r.kv.Txn(ctx).If(guard...).Then(dels...).Commit()
+		err = guarded(resp, err)
+		r.idx.mu.Lock()
+		switch {
+		case !r.idx.use(t):
+		case err != nil:
+			for _, d := range chunk {
+				r.idx.drop(d.obj)
 			}
+			r.idx.floor = math.MaxInt64
+		default:
+			r.idx.wrote = max(r.idx.wrote, resp.Header.Revision)
+		}
+		r.idx.mu.Unlock()
+		if err != nil {
+			r.log.Warn("drop old runs", "err", err)
 		}
 	}
 }
@@ -746,10 +888,13 @@ func (r *runRecorder) flush(ctx context.Context) {
 // load reads an object's recorded runs, oldest first, with those not
 // yet written.
 func (r *runRecorder) load(ctx context.Context, ref api.Ref) ([]workflow.RunRecord, error) {
-	resp, err := r.kv.Get(ctx, r.objPrefix(ref.Kind, ref.Namespace, ref.Name), clientv3.WithPrefix())
+	p := r.objPrefix(ref.Kind, ref.Namespace, ref.Name)
+	t := r.o.term()
+	resp, err := r.kv.Get(ctx, p, clientv3.WithPrefix())
 	if err != nil {
 		return nil, err
 	}
+	r.seed(t, p[len(r.prefix):], resp.Header.Revision, resp.Kvs)
 	return r.withUnwritten(ref, resp.Kvs), nil
 }
 
