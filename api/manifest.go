@@ -265,6 +265,12 @@ func DecodeObject(data []byte) (Object, error) {
 			return Object{}, err
 		}
 	}
+	return DecodeObjectTree(tree)
+}
+
+// DecodeObjectTree is DecodeObject of a body already decoded into a JSON
+// tree: one item of a list applied at once, say.
+func DecodeObjectTree(tree any) (Object, error) {
 	var d manifestDoc
 	if err := decodeManifestDoc(tree, &d); err != nil {
 		return Object{}, err

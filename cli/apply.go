@@ -29,13 +29,22 @@ and spec as a new revision; status and meta in the file are ignored.`,
 				if o.Namespace != "" && cmd.Flags().Changed("namespace") && o.Namespace != e.namespace {
 					return fmt.Errorf("%s: the manifest says namespace %s but -n says %s", o.Ref(), o.Namespace, e.namespace)
 				}
-				res, err := c.Apply(cmd.Context(), o, 0)
+			}
+			if len(objs) == 1 {
+				res, err := c.Apply(cmd.Context(), objs[0], 0)
 				if err != nil {
-					return fmt.Errorf("%s: %w", o.Ref(), err)
+					return fmt.Errorf("%s: %w", objs[0].Ref(), err)
 				}
 				fmt.Fprintf(e.stdout, "%s %s (rev %d)\n", res.Object.Ref(), res.Op, res.Object.Meta.Revision)
+				return nil
 			}
-			return nil
+			// Many objects go in one request (or a few), applied in order
+			// up to the first that fails, as one by one would.
+			done, err := c.ApplyList(cmd.Context(), objs)
+			for _, res := range done {
+				fmt.Fprintf(e.stdout, "%s %s (rev %d)\n", res.Object.Ref(), res.Op, res.Object.Meta.Revision)
+			}
+			return err
 		},
 	}
 	cmd.Flags().StringVarP(&file, "filename", "f", "", "manifest file, or - for standard input")

@@ -37,6 +37,8 @@ func encodeBody(body any) ([]byte, error) {
 		b, err = api.AppendTree(make([]byte, 0, 256), v)
 	case workflow.Result:
 		b, err = appendResult(make([]byte, 0, 256), &v)
+	case applyListBody:
+		b, err = appendApplyList(make([]byte, 0, 512*len(v.Items)), v.Items)
 	default:
 		return json.Marshal(body)
 	}
@@ -96,6 +98,8 @@ func readAnswer(data []byte, out any) (tried, ok bool) {
 		ok = readList(&r, v)
 	case *[]workflow.WorkItem:
 		ok = readWorkItems(&r, v)
+	case *applyListAnswer:
+		ok = readApplyList(&r, v)
 	default:
 		return false, false
 	}
@@ -138,6 +142,61 @@ func readList(r *api.JSONReader, l *ListResult) bool {
 			})
 		case "revision":
 			return r.Int(&l.Revision)
+		}
+		return false
+	})
+}
+
+// appendApplyList appends {"items": [...]} as json.Marshal encodes it
+// with HTML escaping off.
+func appendApplyList(b []byte, objs []api.Object) ([]byte, error) {
+	b = append(b, `{"items":[`...)
+	for i := range objs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		var err error
+		if b, err = api.AppendObject(b, &objs[i]); err != nil {
+			return b, err
+		}
+	}
+	return append(b, "]}"...), nil
+}
+
+func readApplyList(r *api.JSONReader, a *applyListAnswer) bool {
+	items, failed := false, false
+	return r.Members(func(key []byte) bool {
+		switch string(key) {
+		case "items":
+			if items || r.Null() { // as readList: a second one is encoding/json's
+				return false
+			}
+			items = true
+			a.Items = []WriteResult{}
+			return r.Elements(func() bool {
+				a.Items = append(a.Items, WriteResult{})
+				return readWriteResult(r, &a.Items[len(a.Items)-1])
+			})
+		case "error":
+			if failed || r.Null() {
+				return false
+			}
+			failed = true
+			a.Error = &applyListError{}
+			return r.Members(func(key []byte) bool {
+				switch string(key) {
+				case "error":
+					return r.String(&a.Error.Error)
+				case "code":
+					return r.String(&a.Error.Code)
+				case "status":
+					var n int64
+					ok := r.Int(&n)
+					a.Error.Status = int(n)
+					return ok
+				}
+				return false
+			})
 		}
 		return false
 	})

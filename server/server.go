@@ -109,6 +109,7 @@ func New(st *store.Store, tokens *Tokens, orch *Orchestrator) *Server {
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	s.route("GET /v1/whoami", "whoami", s.whoami)
 	s.route("POST /v1/apply", "apply", s.apply)
+	s.route("POST /v1/apply/list", "apply", s.applyList) // applylist.go
 	s.route("/v1/objects/", "objects", s.objects)
 	s.route("GET /v1/watch/{kind}", "watch", s.watch)
 	s.route("POST /v1/tokens", "tokens", s.createToken)
@@ -254,26 +255,38 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request, tok Token) error 
 	if err != nil {
 		return err
 	}
-	ref := obj.Ref()
-	if simulator(tok) != "" && ref.Kind == "Node" {
-		if tok, err = asNode(tok, ref.Name); err != nil { // registers its nodes
-			return err
-		}
-	}
-	if err := authorizeApply(tok, ref); err != nil {
-		return err
-	}
 	expect, err := expectParam(r)
 	if err != nil {
 		return err
 	}
+	res, err := s.applyObject(r.Context(), tok, obj, expect)
+	if err != nil {
+		return err
+	}
+	writeResult(w, res.Op, stripFor(s.owners(), tok, res.Object))
+	return nil
+}
+
+// applyObject writes obj's intent as tok, expecting revision expect (0:
+// any).
+func (s *Server) applyObject(ctx context.Context, tok Token, obj api.Object, expect int64) (store.Result, error) {
+	ref := obj.Ref()
+	if simulator(tok) != "" && ref.Kind == "Node" {
+		var err error
+		if tok, err = asNode(tok, ref.Name); err != nil { // registers its nodes
+			return store.Result{}, err
+		}
+	}
+	if err := authorizeApply(tok, ref); err != nil {
+		return store.Result{}, err
+	}
 	if obj.Kind == "Controller" {
-		if err := s.orch.Verify(r.Context(), obj); err != nil {
-			return err
+		if err := s.orch.Verify(ctx, obj); err != nil {
+			return store.Result{}, err
 		}
 	}
 	owners := s.owners()
-	res, err := s.store.Mutate(r.Context(), ref, store.Write{Changer: tok.Identity, Cause: "apply", Expect: expect},
+	return s.store.Mutate(ctx, ref, store.Write{Changer: tok.Identity, Cause: "apply", Expect: expect},
 		func(cur *api.Object) (*api.Object, error) {
 			next := obj.DeepCopy()
 			if cur != nil {
@@ -285,28 +298,30 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request, tok Token) error 
 			}
 			return &next, nil
 		})
-	if err != nil {
-		return err
-	}
-	writeResult(w, res.Op, stripFor(owners, tok, res.Object))
-	return nil
 }
 
 // writeResult answers a write with a WriteResult, the object encoded
 // without reflection (api.AppendObject: encoding/json's bytes).
 func writeResult(w http.ResponseWriter, op store.Op, o api.Object) {
-	b := append(make([]byte, 0, 1024), `{"op":`...)
-	b = api.AppendString(b, string(op))
-	b = append(b, `,"object":`...)
-	b, err := api.AppendObject(b, &o)
+	b, err := appendWriteResult(make([]byte, 0, 1024), op, o)
 	if err != nil {
 		writeJSON(w, 200, WriteResult{Op: op, Object: o}) // encoding/json says what is wrong
 		return
 	}
-	b = append(b, "}\n"...)
+	b = append(b, '\n')
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(200)
 	w.Write(b)
+}
+
+// appendWriteResult appends a WriteResult as encoding/json encodes it
+// with HTML escaping off.
+func appendWriteResult(b []byte, op store.Op, o api.Object) ([]byte, error) {
+	b = append(b, `{"op":`...)
+	b = api.AppendString(b, string(op))
+	b = append(b, `,"object":`...)
+	b, err := api.AppendObject(b, &o)
+	return append(b, '}'), err
 }
 
 // objectPath is a parsed /v1/objects/... path.
