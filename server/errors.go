@@ -95,9 +95,15 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 			msg = s
 		}
 	}
-	if status >= 500 && r.Context().Err() == nil && !errors.Is(err, errStopping) {
+	switch {
+	case status < 500 || r.Context().Err() != nil || errors.Is(err, errStopping):
 		// (A request whose client went away, or that a shutdown ended,
 		// failed for that reason: nothing to report.)
+	case status == http.StatusServiceUnavailable:
+		// Not carried out, and the client tries another server: an
+		// election or a lost quorum, which the servers' own logs tell.
+		slog.Warn("request refused", "method", r.Method, "path", r.URL.Path, "err", err)
+	default:
 		slog.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
 	writeJSON(w, status, ErrorBody{Error: msg, Code: code})
