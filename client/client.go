@@ -494,7 +494,7 @@ func (c *Client) Rollback(ctx context.Context, ref api.Ref, to int64) (WriteResu
 type Event struct {
 	Type     string     `json:"type"` // created, configured, deleted
 	Object   api.Object `json:"object"`
-	Revision int64      `json:"revision"`
+	Revision int64      `json:"revision"` // the store's; changes to several objects may share one
 }
 
 // Watch calls fn for each change to objects of kind (in ns, or all if "")
@@ -502,16 +502,20 @@ type Event struct {
 // the stream fails for good. A stream that breaks, or that its server
 // ends (it lost its etcd leader, or is shutting down), resumes from the
 // last revision delivered on the next server that serves (see
-// failover.go); Watch returns when no server does, or when the server
-// reports an error in the stream (such as a revision compacted away:
-// list again and watch from the list's revision).
+// failover.go), without losing or repeating an event; Watch returns when
+// no server does, or when the server reports an error in the stream (such
+// as a revision compacted away: list again and watch from the list's
+// revision). Changes to several objects may share a revision: a caller
+// that keeps the revision of the last event it handled, to watch again
+// later, watches after the revision before it and skips what it handled.
 func (c *Client) Watch(ctx context.Context, kind, ns string, after int64, fn func(Event) error) error {
 	k, err := api.LookupKind(kind)
 	if err != nil {
 		return err
 	}
+	pos := watchPos{after: after}
 	for broken := 0; ; broken++ {
-		delivered, err := c.watchOnce(ctx, k.Plural, ns, &after, fn)
+		delivered, err := c.watchOnce(ctx, k.Plural, ns, &pos, fn)
 		var sb *streamBroken
 		if !errors.As(err, &sb) {
 			return err
@@ -534,11 +538,51 @@ type streamBroken struct{ err error }
 func (e *streamBroken) Error() string { return e.err.Error() }
 func (e *streamBroken) Unwrap() error { return e.err }
 
-// watchOnce runs one watch stream from *after, moving *after on with each
-// event fn took. It says whether it delivered any event, and returns a
+// watchPos is where a watch stands. One store revision may carry the
+// changes of several objects (writes that arrive together share an etcd
+// transaction): a stream that broke after some of a revision's events
+// resumes after the revision before it, and the events of the last
+// revision already delivered are skipped.
+type watchPos struct {
+	after int64                // the watch's start, until an event comes
+	rev   int64                // the revision of the last event delivered
+	seen  map[api.Ref]struct{} // the objects of rev's events delivered
+}
+
+// from is the revision a stream starts after.
+func (p *watchPos) from() int64 {
+	if p.rev == 0 {
+		return p.after
+	}
+	return p.rev - 1
+}
+
+// take reports whether ev is new, and notes it if so.
+func (p *watchPos) take(ev *Event) bool {
+	ref := ev.Object.Ref()
+	switch {
+	case ev.Revision < p.rev:
+		return false
+	case ev.Revision == p.rev:
+		if _, ok := p.seen[ref]; ok {
+			return false
+		}
+	default:
+		p.rev = ev.Revision
+		clear(p.seen)
+	}
+	if p.seen == nil {
+		p.seen = map[api.Ref]struct{}{}
+	}
+	p.seen[ref] = struct{}{}
+	return true
+}
+
+// watchOnce runs one watch stream from pos, moving pos on with each event
+// fn took. It says whether it delivered any event, and returns a
 // *streamBroken when the stream broke or ended.
-func (c *Client) watchOnce(ctx context.Context, plural, ns string, after *int64, fn func(Event) error) (delivered bool, err error) {
-	q := url.Values{"after": {strconv.FormatInt(*after, 10)}}
+func (c *Client) watchOnce(ctx context.Context, plural, ns string, pos *watchPos, fn func(Event) error) (delivered bool, err error) {
+	q := url.Values{"after": {strconv.FormatInt(pos.from(), 10)}}
 	if ns != "" {
 		q.Set("namespace", ns)
 	}
@@ -557,13 +601,13 @@ func (c *Client) watchOnce(ctx context.Context, plural, ns string, after *int64,
 		if ev.Error != "" {
 			return delivered, fmt.Errorf("watch: %s", ev.Error)
 		}
+		if !pos.take(&ev.Event) {
+			continue // delivered before the stream broke
+		}
 		if err := fn(ev.Event); err != nil {
 			return delivered, err
 		}
 		delivered = true
-		if ev.Revision > *after {
-			*after = ev.Revision
-		}
 	}
 	if ctx.Err() != nil {
 		return delivered, ctx.Err()
