@@ -17,7 +17,6 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -317,37 +316,63 @@ func (c *Client) Apply(ctx context.Context, obj api.Object, expect int64) (Write
 }
 
 // MaxApplyList is how many objects ApplyList sends in one request (the
-// server's bound).
+// server's bound); it also keeps each request within applyListBytes.
 const MaxApplyList = 1000
 
+// applyListBytes bounds the body of one ApplyList request, half the
+// server's bound on a body: an object larger goes alone.
+const applyListBytes = 1 << 20
+
 // ApplyList applies objs in order, each as Apply would without expect,
-// in one request per MaxApplyList objects, and stops at the first that
-// fails: it returns the results of the objects applied before it and its
-// error (an *Error naming it). A manifest of many objects goes much
-// faster this way than object by object.
+// in one request per MaxApplyList objects (or per MiB), and stops at the
+// first that fails: it returns the results of the objects applied before
+// it and its error (an *Error naming it). A manifest of many objects goes
+// much faster this way than object by object.
 func (c *Client) ApplyList(ctx context.Context, objs []api.Object) ([]WriteResult, error) {
 	var done []WriteResult
-	for part := range slices.Chunk(objs, MaxApplyList) {
+	body := []byte(`{"items":[`)
+	n := 0
+	send := func() error {
 		var ans applyListAnswer
-		if err := c.do(ctx, "POST", "/v1/apply/list", applyListBody{Items: part}, &ans); err != nil {
-			return done, err
+		if err := c.do(ctx, "POST", "/v1/apply/list", rawJSON(append(body, "]}"...)), &ans); err != nil {
+			return err
 		}
 		done = append(done, ans.Items...)
 		if ans.Error != nil {
-			return done, &Error{Status: ans.Error.Status, Code: ans.Error.Code, Message: ans.Error.Error}
+			return &Error{Status: ans.Error.Status, Code: ans.Error.Code, Message: ans.Error.Error}
 		}
-		if len(ans.Items) != len(part) {
-			return done, fmt.Errorf("apply/list: %d objects sent, %d results and no error", len(part), len(ans.Items))
+		if len(ans.Items) != n {
+			return fmt.Errorf("apply/list: %d objects sent, %d results and no error", n, len(ans.Items))
+		}
+		body, n = body[:len(`{"items":[`)], 0
+		return nil
+	}
+	for _, o := range objs {
+		b, err := encodeBody(o)
+		if err != nil {
+			return done, fmt.Errorf("%s: %w", o.Ref(), err)
+		}
+		if n > 0 && (n == MaxApplyList || len(body)+len(b) > applyListBytes) {
+			if err := send(); err != nil {
+				return done, err
+			}
+		}
+		if n > 0 {
+			body = append(body, ',')
+		}
+		body = append(body, b...)
+		n++
+	}
+	if n > 0 {
+		if err := send(); err != nil {
+			return done, err
 		}
 	}
 	return done, nil
 }
 
-// applyListBody and applyListAnswer are POST /v1/apply/list's body and
-// answer.
-type applyListBody struct {
-	Items []api.Object `json:"items"`
-}
+// rawJSON is a request body encoded already.
+type rawJSON []byte
 
 type applyListAnswer struct {
 	Items []WriteResult   `json:"items"`

@@ -37,8 +37,8 @@ func encodeBody(body any) ([]byte, error) {
 		b, err = api.AppendTree(make([]byte, 0, 256), v)
 	case workflow.Result:
 		b, err = appendResult(make([]byte, 0, 256), &v)
-	case applyListBody:
-		b, err = appendApplyList(make([]byte, 0, 512*len(v.Items)), v.Items)
+	case rawJSON:
+		return v, nil
 	default:
 		return json.Marshal(body)
 	}
@@ -145,22 +145,6 @@ func readList(r *api.JSONReader, l *ListResult) bool {
 		}
 		return false
 	})
-}
-
-// appendApplyList appends {"items": [...]} as json.Marshal encodes it
-// with HTML escaping off.
-func appendApplyList(b []byte, objs []api.Object) ([]byte, error) {
-	b = append(b, `{"items":[`...)
-	for i := range objs {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		var err error
-		if b, err = api.AppendObject(b, &objs[i]); err != nil {
-			return b, err
-		}
-	}
-	return append(b, "]}"...), nil
 }
 
 func readApplyList(r *api.JSONReader, a *applyListAnswer) bool {

@@ -281,3 +281,55 @@ func TestBadGatewayIsOutcomeUnknown(t *testing.T) {
 		}
 	}
 }
+
+// ApplyList sends a long manifest in parts, each within the server's
+// bounds on objects and bytes, in order, and gathers the results.
+func TestApplyListParts(t *testing.T) {
+	var sizes []int
+	var maxBody int
+	var mu sync.Mutex
+	srv := newTestServer(t, func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var req struct{ Items []api.Object }
+		if err := json.Unmarshal(body, &req); err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		mu.Lock()
+		sizes = append(sizes, len(req.Items))
+		maxBody = max(maxBody, len(body))
+		mu.Unlock()
+		var ans applyListAnswer
+		for _, o := range req.Items {
+			ans.Items = append(ans.Items, WriteResult{Op: "created", Object: o})
+		}
+		answer(ans)(w, r)
+	})
+	c := testClient(t, srv)
+	pod := func(i int, pad int) api.Object {
+		return api.Object{Kind: "Pod", Namespace: "default", Name: fmt.Sprintf("p%04d", i),
+			Spec: map[string]any{"note": strings.Repeat("x", pad)}}
+	}
+	var objs []api.Object
+	for i := range 2500 {
+		objs = append(objs, pod(i, 10))
+	}
+	res, err := c.ApplyList(context.Background(), objs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(sizes) != "[1000 1000 500]" || len(res) != 2500 || res[2499].Object.Name != "p2499" {
+		t.Errorf("2,500 small objects: parts %v, %d results; want [1000 1000 500] and all 2,500 in order", sizes, len(res))
+	}
+
+	sizes, objs = nil, nil
+	for i := range 10 {
+		objs = append(objs, pod(i, 300<<10))
+	}
+	if res, err = c.ApplyList(context.Background(), objs); err != nil || len(res) != 10 {
+		t.Fatalf("10 objects of 300 KiB: %d results, %v", len(res), err)
+	}
+	if maxBody > applyListBytes || len(sizes) != 4 {
+		t.Errorf("10 objects of 300 KiB: parts %v, largest body %d bytes; want 4 parts of at most %d bytes", sizes, maxBody, applyListBytes)
+	}
+}
