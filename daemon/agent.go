@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -132,7 +133,10 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 	if err != nil {
 		return err
 	}
-	shim, shimArgs := shimCommand(exe)
+	shim, shimArgs, why := shimCommand(exe)
+	if why != "" {
+		o.Log.Warn("not using skiff-shim; containers start through skiff shim, which takes longer", "why", why)
+	}
 	rt, err := runtime.New(runtime.Options{Root: filepath.Join(o.DataDir, "runtime"), Shim: shim, ShimArgs: shimArgs})
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
@@ -396,13 +400,26 @@ func (i imageStore) Pull(ctx context.Context, ref string) (agent.Image, error) {
 
 // shimCommand picks the per-container shim for the skiff executable exe:
 // skiff-shim next to it (cmd/skiff-shim, as `make build` and `make
-// install` put it) when that is an executable file, which starts in a
-// fraction of the time of the whole skiff binary; else `skiff shim`, so a
-// lone skiff binary works too.
-func shimCommand(exe string) (string, []string) {
+// install` put it) when that is an executable file that speaks this
+// build's shim protocol, which starts in a fraction of the time of the
+// whole skiff binary; else `skiff shim`, so a lone skiff binary works too,
+// and so does one beside a skiff-shim left from another version (why says
+// why it was passed over; "" if it was used or there is none).
+func shimCommand(exe string) (shim string, args []string, why string) {
 	small := filepath.Join(filepath.Dir(exe), "skiff-shim")
-	if fi, err := os.Stat(small); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-		return small, nil
+	fi, err := os.Stat(small)
+	if err != nil || !fi.Mode().IsRegular() || fi.Mode()&0o111 == 0 {
+		return exe, []string{"shim"}, ""
 	}
-	return exe, []string{"shim"}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, small, "-protocol").Output()
+	if got := strings.TrimSpace(string(out)); err != nil || got != runtime.ShimProtocolLine {
+		if err != nil {
+			got = err.Error()
+		}
+		return exe, []string{"shim"}, fmt.Sprintf("%s answers -protocol with %q, not %q: it is from another build of skiff; install both from one build (make install)",
+			small, got, runtime.ShimProtocolLine)
+	}
+	return small, nil, ""
 }

@@ -21,6 +21,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// ShimProtocol numbers what the agent and the shim expect of each other:
+// the shim's flags, its ready and state files, its control socket. Bump it
+// with any change to them: an agent runs a skiff-shim next to it only if
+// the shim answers `skiff-shim -protocol` with this line (one left from an
+// older install does not), and `skiff shim`, its own code, otherwise.
+const ShimProtocol = 1
+
+// ShimProtocolLine is what `skiff-shim -protocol` prints.
+var ShimProtocolLine = fmt.Sprintf("skiff-shim protocol %d", ShimProtocol)
+
 // ShimMain is the container shim: `skiff-shim -root R -id ID -runc RUNC
 // -log-max N -ready-fd 3` (cmd/skiff-shim), or the same after `skiff
 // shim`. Runtime.Start runs it, one per container, in its own session; it
@@ -33,6 +43,12 @@ import (
 // and times, atomically) before anything else, drains the output into the
 // log files and exits.
 func ShimMain(args []string) int {
+	if len(args) == 1 && args[0] == "-protocol" {
+		// The agent asks a skiff-shim found next to it which protocol it
+		// speaks before using it (see ShimProtocol).
+		fmt.Println(ShimProtocolLine)
+		return 0
+	}
 	fl := flag.NewFlagSet("shim", flag.ContinueOnError)
 	root := fl.String("root", "", "runtime state root")
 	id := fl.String("id", "", "container id")
