@@ -215,7 +215,7 @@ func (o *Orchestrator) lead(ctx context.Context, lone *term) {
 func (o *Orchestrator) begin(t *term) {
 	o.Queue.Clear()
 	t.epoch = o.Engine.Reset()
-	t.marks = &markWriter{kv: o.kv, guard: t.guard, wake: make(chan struct{}, 1), batch: &leaseBatch{done: make(chan struct{})}}
+	t.marks = &markWriter{kv: o.kv, guard: t.guard, wake: make(chan struct{}, 1), batch: newLeaseBatch()}
 }
 
 // serve runs the leader work of a term until the term ends; when it
@@ -406,16 +406,14 @@ func (m *markWriter) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			m.mu.Lock()
-			m.batch.err = errNotLeader
-			close(m.batch.done)
-			m.batch = &leaseBatch{done: make(chan struct{})}
+			m.batch = m.batch.fail(errNotLeader)
 			m.mu.Unlock()
 			return
 		case <-m.wake:
 		}
 		m.mu.Lock()
 		ops, b := m.ops, m.batch
-		m.ops, m.batch = nil, &leaseBatch{done: make(chan struct{})}
+		m.ops, m.batch = nil, newLeaseBatch()
 		m.mu.Unlock()
 		for chunk := range slices.Chunk(ops, recordOps) {
 			resp, err := m.kv.Txn(ctx).If(m.guard...).Then(chunk...).Commit()

@@ -37,13 +37,22 @@ type leaseBatch struct {
 	err  error
 }
 
+func newLeaseBatch() *leaseBatch { return &leaseBatch{done: make(chan struct{})} }
+
+// fail ends the batch with err and returns a new one to gather the next.
+func (b *leaseBatch) fail(err error) *leaseBatch {
+	b.err = err
+	close(b.done)
+	return newLeaseBatch()
+}
+
 // maxLeaseOps bounds the puts of one transaction (etcd's default
 // --max-txn-ops is 128).
 const maxLeaseOps = 100
 
 func newLeaseTable(kv *clientv3.Client, prefix string) *leaseTable {
 	return &leaseTable{kv: kv, prefix: prefix + "/leases/", heard: map[string]time.Time{},
-		pending: map[string]time.Time{}, batch: &leaseBatch{done: make(chan struct{})}, wake: make(chan struct{}, 1)}
+		pending: map[string]time.Time{}, batch: newLeaseBatch(), wake: make(chan struct{}, 1)}
 }
 
 // renew records that node was heard from now, and returns once that is in
@@ -113,9 +122,7 @@ func (l *leaseTable) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			l.mu.Lock()
-			l.batch.err = errStopping
-			close(l.batch.done)
-			l.batch = &leaseBatch{done: make(chan struct{})}
+			l.batch = l.batch.fail(errStopping)
 			l.mu.Unlock()
 			return
 		case <-l.wake:
@@ -127,7 +134,7 @@ func (l *leaseTable) run(ctx context.Context) {
 		}
 		l.mu.Lock()
 		pending, b := l.pending, l.batch
-		l.pending, l.batch = map[string]time.Time{}, &leaseBatch{done: make(chan struct{})}
+		l.pending, l.batch = map[string]time.Time{}, newLeaseBatch()
 		l.mu.Unlock()
 		b.err = l.write(ctx, pending)
 		if b.err == nil {
