@@ -31,7 +31,6 @@ import (
 	"skiff.dev/skiff/api/fieldpath"
 	"skiff.dev/skiff/api/identity"
 	"skiff.dev/skiff/api/labels"
-	"skiff.dev/skiff/internal/workers"
 	"skiff.dev/skiff/ownership"
 	"skiff.dev/skiff/store"
 	"skiff.dev/skiff/workflow"
@@ -64,7 +63,6 @@ type Server struct {
 	orch    *Orchestrator
 	mux     *http.ServeMux
 	metrics *metrics
-	workers *workers.Pool // run requests (see route)
 
 	quorum *quorum // answers 503 while the etcd member has no leader
 
@@ -99,7 +97,7 @@ func (s *Server) AttachNode(name string, h http.Handler) {
 // New returns a server over a store, a token registry and the workflow
 // orchestrator (which also holds the field owners the API enforces).
 func New(st *store.Store, tokens *Tokens, orch *Orchestrator) *Server {
-	s := &Server{store: st, tokens: tokens, orch: orch, mux: http.NewServeMux(), metrics: newMetrics(), workers: workers.New()}
+	s := &Server{store: st, tokens: tokens, orch: orch, mux: http.NewServeMux(), metrics: newMetrics()}
 	orch.life.release = s.releasePod
 	s.quorum = newQuorum(orch.kv)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -154,10 +152,7 @@ func (s *Server) route(pattern, name string, h handler) {
 		} else {
 			ctx, cancel := context.WithTimeout(r.Context(), RequestTimeout)
 			defer cancel()
-			r = r.WithContext(ctx)
-			// On a worker, whose stack has grown already: see package
-			// workers. (A stream runs long; it keeps its own.)
-			s.workers.Run(func() { s.serve(name, rec, r, h) })
+			s.serve(name, rec, r.WithContext(ctx), h)
 		}
 		s.metrics.observe(name, r.Method, rec.status, time.Since(start))
 	})

@@ -3,8 +3,6 @@ package workflow
 import (
 	"context"
 	"sync"
-
-	"skiff.dev/skiff/internal/workers"
 )
 
 // Handler runs one work item of an in-process controller. log appends a
@@ -23,9 +21,6 @@ type Local struct {
 	mu       sync.Mutex
 	handlers map[string]Handler            // controller → handler
 	cancels  map[string]context.CancelFunc // item ID → cancel
-	// workers run the handlers: a step goes deep (decoding, diffs,
-	// etcd), and a new goroutine per item grew its stack each time.
-	workers *workers.Pool
 }
 
 // Handle registers the handler of an in-process controller.
@@ -51,19 +46,15 @@ func (l *Local) Dispatch(item *WorkItem) bool {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	l.cancels[item.ID] = cancel
-	if l.workers == nil {
-		l.workers = workers.New()
-	}
-	pool := l.workers
 	l.mu.Unlock()
-	pool.Go(func() {
+	go func() {
 		res := h(ctx, item, func(msg string, attrs map[string]any) { l.Engine.Log(item.ID, msg, attrs) })
 		l.mu.Lock()
 		delete(l.cancels, item.ID)
 		l.mu.Unlock()
 		cancel()
 		l.Engine.Complete(item.ID, res) // ErrStale if the run moved on
-	})
+	}()
 	return true
 }
 
