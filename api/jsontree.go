@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"math"
@@ -607,6 +608,22 @@ func appendMarshal(b []byte, v any) ([]byte, error) {
 		return b, err
 	}
 	return append(b, buf[:len(buf)-1]...), nil // without Encode's newline
+}
+
+// EscapeHTML turns b[start:], JSON written by this package's appenders,
+// into the bytes json.Marshal writes: encoding/json escapes <, > and & in
+// strings by default, the appenders write them as they are (as an Encoder
+// with SetEscapeHTML(false) does). For what must match json.Marshal byte
+// for byte: stored hashes and records, request bodies. b is returned as it
+// is when it holds none of them, as it nearly always does.
+func EscapeHTML(b []byte, start int) []byte {
+	j := b[start:]
+	if bytes.IndexByte(j, '<') < 0 && bytes.IndexByte(j, '>') < 0 && bytes.IndexByte(j, '&') < 0 {
+		return b
+	}
+	var esc bytes.Buffer
+	json.HTMLEscape(&esc, j)
+	return append(b[:start], esc.Bytes()...)
 }
 
 type jsonBuffer []byte

@@ -133,3 +133,25 @@ func FuzzJSONTree(f *testing.F) {
 		}
 	})
 }
+
+// EscapeHTML makes what the appenders wrote json.Marshal's bytes, also
+// after a prefix it leaves alone.
+func TestEscapeHTML(t *testing.T) {
+	for _, v := range []any{
+		map[string]any{"a": "<b> & </b>", "k<>": []any{"x&y", 1.5, nil, true}},
+		"plain",
+		map[string]any{"line": "a\u2028b", "é": "ü"},
+	} {
+		want, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := AppendTree([]byte("prefix<&>"), v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := EscapeHTML(b, len("prefix<&>")); string(got) != "prefix<&>"+string(want) {
+			t.Errorf("EscapeHTML(AppendTree(%v)) = %s, want prefix<&>%s", v, got, want)
+		}
+	}
+}

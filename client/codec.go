@@ -42,12 +42,10 @@ func encodeBody(body any) ([]byte, error) {
 	default:
 		return json.Marshal(body)
 	}
-	// The fast encoders write < > & as they are, json.Marshal escapes
-	// them; and their error messages are not always its own.
-	if err != nil || bytes.ContainsAny(b, "<>&") {
-		return json.Marshal(body)
+	if err != nil {
+		return json.Marshal(body) // its error messages are not always the appenders'
 	}
-	return b, nil
+	return api.EscapeHTML(b, 0), nil
 }
 
 // appendResult appends r as json.Marshal encodes it with HTML escaping off.

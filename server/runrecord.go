@@ -125,13 +125,7 @@ func (m *storedMark) appendJSON(b []byte) []byte {
 	b = append(b, `,"c":`...)
 	b = strconv.AppendInt(b, m.Created, 10)
 	b = append(b, '}')
-	if j := b[start:]; bytes.IndexByte(j, '<') >= 0 || bytes.IndexByte(j, '>') >= 0 || bytes.IndexByte(j, '&') >= 0 {
-		// encoding/json escapes these (api's appenders do not); no run
-		// ID, hash or field path has them.
-		j, _ := json.Marshal(m)
-		return append(b[:start], j...)
-	}
-	return b
+	return api.EscapeHTML(b, start)
 }
 
 // markOp stores a completion.

@@ -1,11 +1,9 @@
 package workflow
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -572,20 +570,14 @@ func readHash(s *Step, body map[string]any) string {
 	}
 	h := sha256.New()
 	var b []byte
-	var esc bytes.Buffer
 	for _, rp := range s.Reads {
 		h.Write([]byte(rp.String()))
 		h.Write([]byte{1})
 		for _, p := range fieldpath.Expand(body, rp) {
 			v, _ := fieldpath.Get(body, p)
 			b, _ = api.AppendTree(b[:0], v)
-			if bytes.ContainsAny(b, "<>&") {
-				// The hashes are stored (completion marks): keep
-				// json.Marshal's bytes, which escape these.
-				esc.Reset()
-				json.HTMLEscape(&esc, b)
-				b = append(b[:0], esc.Bytes()...)
-			}
+			// The hashes are stored (completion marks): json.Marshal's bytes.
+			b = api.EscapeHTML(b, 0)
 			h.Write([]byte(p.String()))
 			h.Write([]byte{0})
 			h.Write(b)

@@ -1,8 +1,6 @@
 package workflow
 
 import (
-	"bytes"
-	"encoding/json"
 	"strconv"
 	"time"
 
@@ -51,11 +49,7 @@ func (r *RunRecord) AppendJSON(b []byte) ([]byte, error) {
 		return b, err
 	}
 	b = append(b, '}')
-	if hasHTML(b[start:]) {
-		j, err := json.Marshal(r)
-		return append(b[:start], j...), err
-	}
-	return b, nil
+	return api.EscapeHTML(b, start), nil
 }
 
 // appendJSON appends s as encoding/json does, HTML escaping aside.
@@ -172,12 +166,4 @@ func appendTime(b []byte, t time.Time) ([]byte, error) {
 	b = append(b, '"')
 	b, err := t.AppendText(b)
 	return append(b, '"'), err
-}
-
-// hasHTML reports whether b holds a <, > or &, which encoding/json
-// escapes by default and api's appenders do not. They are rare in run
-// records (an error message's "<none>"), so such a record is left to
-// encoding/json rather than escaped here.
-func hasHTML(b []byte) bool {
-	return bytes.IndexByte(b, '<') >= 0 || bytes.IndexByte(b, '>') >= 0 || bytes.IndexByte(b, '&') >= 0
 }
