@@ -256,16 +256,22 @@ func cleanYAMLErr(err error) string {
 // DecodeObject strictly decodes one object from JSON, as the API receives
 // it, and returns it in canonical form. Meta and status are dropped.
 func DecodeObject(data []byte) (Object, error) {
-	// Every create comes this way: DecodeTree reads a body that is one
-	// JSON value without reflection; anything else takes encoding/json's
-	// decoder, whose errors (and leniency) users see.
-	tree, err := DecodeTree(data)
+	tree, err := DecodeBody(data)
 	if err != nil {
-		if tree, err = decodeBody(data); err != nil {
-			return Object{}, err
-		}
+		return Object{}, err
 	}
 	return DecodeObjectTree(tree)
+}
+
+// DecodeBody reads a request body that is one JSON value into a tree.
+// Every create comes this way: DecodeTree reads it without reflection;
+// anything else takes encoding/json's decoder, whose errors (and
+// leniency) users see.
+func DecodeBody(data []byte) (any, error) {
+	if tree, err := DecodeTree(data); err == nil {
+		return tree, nil
+	}
+	return decodeBody(data)
 }
 
 // DecodeObjectTree is DecodeObject of a body already decoded into a JSON

@@ -1,11 +1,9 @@
 package server
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"strconv"
 
 	"skiff.dev/skiff/api"
 )
@@ -23,11 +21,10 @@ type ApplyListResult struct {
 }
 
 // ApplyListError is why an object of a list was not applied: the answer
-// a POST /v1/apply of it alone would have had.
+// a POST /v1/apply of it alone would have had, and its HTTP status.
 type ApplyListError struct {
-	Error  string `json:"error"`
-	Code   string `json:"code"`
-	Status int    `json:"status"` // the HTTP status
+	ErrorBody
+	Status int `json:"status"`
 }
 
 // applyList applies the objects of {"items": [...]} in order, each as
@@ -71,14 +68,12 @@ func (s *Server) applyList(w http.ResponseWriter, r *http.Request, tok Token) er
 	}
 	b = append(b, ']')
 	if failed != nil {
-		status, code := httpStatus(r.Method, failed)
-		b = append(b, `,"error":{"error":`...)
-		b = api.AppendString(b, failed.Error())
-		b = append(b, `,"code":`...)
-		b = api.AppendString(b, code)
-		b = append(b, `,"status":`...)
-		b = strconv.AppendInt(b, int64(status), 10)
-		b = append(b, '}')
+		status, body := errorAnswer(r, failed)
+		eb, err := json.Marshal(ApplyListError{ErrorBody: body, Status: status})
+		if err != nil {
+			return err
+		}
+		b = append(append(b, `,"error":`...), eb...)
 	}
 	b = append(b, "}\n"...)
 	w.Header().Set("Content-Type", "application/json")
@@ -89,12 +84,9 @@ func (s *Server) applyList(w http.ResponseWriter, r *http.Request, tok Token) er
 
 // decodeApplyList reads {"items": [...]} into the items' JSON trees.
 func decodeApplyList(body []byte) ([]any, error) {
-	tree, err := api.DecodeTree(body)
+	tree, err := api.DecodeBody(body)
 	if err != nil {
-		// encoding/json says what is wrong with it.
-		if err := json.NewDecoder(bytes.NewReader(body)).Decode(&tree); err != nil {
-			return nil, badRequest("body is not JSON: %v", err)
-		}
+		return nil, err
 	}
 	m, _ := tree.(map[string]any)
 	items, ok := m["items"].([]any)

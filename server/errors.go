@@ -87,6 +87,13 @@ func httpStatus(method string, err error) (int, string) {
 }
 
 func writeError(w http.ResponseWriter, r *http.Request, err error) {
+	status, body := errorAnswer(r, err)
+	writeJSON(w, status, body)
+}
+
+// errorAnswer is the answer to request r that failed with err: its
+// status and body. It logs the failures that are the server's to report.
+func errorAnswer(r *http.Request, err error) (int, ErrorBody) {
 	status, code := httpStatus(r.Method, err)
 	msg := err.Error()
 	if status == http.StatusBadRequest {
@@ -106,7 +113,7 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	default:
 		slog.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
-	writeJSON(w, status, ErrorBody{Error: msg, Code: code})
+	return status, ErrorBody{Error: msg, Code: code}
 }
 
 func stripPrefix(s, p string) (string, bool) {
