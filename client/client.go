@@ -192,9 +192,7 @@ func (c *Client) attempt(ctx context.Context, method, path string, payload []byt
 				// A server passed the request on (to the leader) and got
 				// no answer, or its etcd gave up waiting on a write it
 				// had taken: like a dropped connection after sending.
-				b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-				resp.Body.Close()
-				err := apiError(resp, b, fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b))))
+				err := readError(resp, method, path)
 				if !replay {
 					return nil, i, &outcomeUnknown{err}
 				}
@@ -204,18 +202,14 @@ func (c *Client) attempt(ctx context.Context, method, path string, payload []byt
 				continue
 			}
 			if unavailable(resp.StatusCode) {
-				b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-				resp.Body.Close()
 				c.srv.failed(i)
 				busy = busy || resp.StatusCode == http.StatusServiceUnavailable
-				errs = append(errs, attemptError(srv, apiError(resp, b, fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b))))))
+				errs = append(errs, attemptError(srv, readError(resp, method, path)))
 				continue
 			}
 			c.srv.answered(i)
 			if resp.StatusCode >= 400 {
-				defer resp.Body.Close()
-				b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-				err := error(apiError(resp, b, fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b)))))
+				err := error(readError(resp, method, path))
 				if uncertain {
 					// An earlier attempt may have been carried out: a
 					// conflict or a missing object may be its doing.
@@ -244,6 +238,14 @@ func (c *Client) attempt(ctx context.Context, method, path string, payload []byt
 		err = fmt.Errorf("%w: %w", ctx.Err(), err)
 	}
 	return nil, -1, err
+}
+
+// readError reads and closes the body of a failed answer to method path
+// and returns it as an *Error.
+func readError(resp *http.Response, method, path string) *Error {
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return apiError(resp, b, fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b))))
 }
 
 // apiError is the Error of a failed request whose body is b: the API's
