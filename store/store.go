@@ -122,7 +122,7 @@ func (s *Store) histKey(r api.Ref, rev int64) string {
 	var d [20]byte
 	n := strconv.AppendInt(d[:0], rev, 10)
 	zeros := "000000000000"[:max(12-len(n), 0)] // as %012d pads a revision
-	return s.prefix + "/h/" + r.Kind + "/" + nsKey(r.Namespace) + "/" + r.Name + "/" + zeros + string(n)
+	return s.histPrefix(r) + zeros + string(n)
 }
 
 // Get returns the current object.
