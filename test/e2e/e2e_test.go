@@ -45,18 +45,7 @@ func startLab(t *testing.T, n int, configure ...func(*lab.Config)) (*lab.Lab, *c
 	for _, f := range configure {
 		f(&cfg)
 	}
-	l, err := lab.Start(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("lab logs:\n%s", l.Logs(40))
-		}
-		if err := l.Close(); err != nil {
-			t.Errorf("close the lab: %v", err)
-		}
-	})
+	l := lab.StartTest(ctx, t, cfg)
 	ccfg, err := client.LoadConfig(l.ConfigPath)
 	if err != nil {
 		t.Fatal(err)

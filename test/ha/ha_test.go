@@ -35,18 +35,7 @@ func startHA(t *testing.T) (*lab.Lab, *client.Client) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	l, err := lab.Start(ctx, lab.Config{Servers: 3, Nodes: 2, Binary: testcluster.Binary, Dir: t.TempDir(), Registry: true, Log: testcluster.LogWriter{T: t}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("lab logs:\n%s", l.Logs(40))
-		}
-		if err := l.Close(); err != nil {
-			t.Errorf("close the lab: %v", err)
-		}
-	})
+	l := lab.StartTest(ctx, t, lab.Config{Servers: 3, Nodes: 2, Binary: testcluster.Binary, Dir: t.TempDir(), Registry: true, Log: testcluster.LogWriter{T: t}})
 	c := labClient(t, l, l.URLs()...)
 	if err := l.WaitNodes(ctx); err != nil {
 		t.Fatalf("%v\n%s", err, l.Logs(30))
