@@ -137,6 +137,9 @@ func (l *leaseTable) run(ctx context.Context) {
 		l.pending, l.batch = map[string]time.Time{}, newLeaseBatch()
 		l.mu.Unlock()
 		b.err = l.write(ctx, pending)
+		if b.err != nil && ctx.Err() != nil {
+			b.err = errStopping // cut short by the server stopping, not failed
+		}
 		if b.err == nil {
 			for node, at := range pending {
 				l.saw(node, at)
