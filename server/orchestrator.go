@@ -439,7 +439,9 @@ func (o *Orchestrator) follow(ctx context.Context, kind string, onEvent func(sto
 			case <-wctx.Done():
 			}
 		}()
-		for ev := range o.store.Watch(wctx, kind, "", rev) {
+		// The engine, the scheduler's cache and the pinned controller
+		// modify no object (store/shared.go): they take them shared.
+		for ev := range o.store.WatchShared(wctx, kind, "", rev) {
 			if ev.Err != nil {
 				o.log.Warn("watch for workflows ended; listing again", "kind", kind, "err", ev.Err)
 				break

@@ -38,7 +38,8 @@ type Store struct {
 	prefix  string
 	every   int64
 	now     func() time.Time
-	known   known // objects lately written or read, for Mutate
+	known   known  // objects lately written or read, for Mutate
+	recent  recent // objects lately written by MutateShared, for WatchShared
 	commits committer
 }
 
@@ -208,8 +209,9 @@ func (s *Store) Mutate(ctx context.Context, ref api.Ref, w Write, fn func(cur *a
 // fieldpath.ApplyEdits does). fn must modify nothing reachable from cur:
 // the store compares the result with cur, and a map or list found in both
 // is seen as unchanged without looking inside. The Result's Object may
-// share parts with cur and with fn's result. The store keeps none of them
-// once MutateShared returns.
+// share parts with cur and with fn's result, and the store keeps what it
+// wrote, for the next write and for WatchShared (shared.go): neither fn's
+// result nor the Result may be modified afterwards either.
 func (s *Store) MutateShared(ctx context.Context, ref api.Ref, w Write, fn func(cur *api.Object) (*api.Object, error)) (Result, error) {
 	return s.mutate(ctx, ref, w, fn, true)
 }
@@ -220,13 +222,18 @@ func (s *Store) mutate(ctx context.Context, ref api.Ref, w Write, fn func(cur *a
 		return Result{}, fmt.Errorf("%s: write without a changer", ref)
 	}
 	key := s.objKey(ref)
-	b := base{}
-	if raw, modRev, ok := s.known.get(ref.Kind, key); ok {
-		o, err := decodeObject(ref, readOnlyBytes(raw))
-		if err != nil {
-			return Result{}, err
+	b := base{shared: shared}
+	if v, ok := s.known.get(ref.Kind, key); ok {
+		if v.obj != nil {
+			b.cur = sharedObject{v.obj, v.raw}.use()
+		} else {
+			o, err := decodeObject(ref, readOnlyBytes(v.raw))
+			if err != nil {
+				return Result{}, err
+			}
+			b.cur = o
 		}
-		b.cur, b.modRev = o, modRev
+		b.modRev = v.modRev
 	} else if w.Expect != 0 {
 		if err := s.read(ctx, ref, &b, true); err != nil {
 			return Result{}, err
@@ -282,8 +289,11 @@ func (s *Store) mutate(ctx context.Context, ref api.Ref, w Write, fn func(cur *a
 // base is what a write starts from: the current object (nil if absent)
 // and its etcd mod revision.
 type base struct {
-	cur    *api.Object
+	cur    *api.Object // shared (shared.go): never modified
 	modRev int64
+	// shared is set for MutateShared, whose caller takes the result's
+	// object as shared; Mutate's gets a copy of its own.
+	shared bool
 	// fresh is set when cur was read from etcd by this write, rather than
 	// remembered: a decision not to write may then be returned as is.
 	fresh bool
@@ -301,7 +311,7 @@ func (s *Store) read(ctx context.Context, ref api.Ref, b *base, history bool) er
 	if err != nil {
 		return fmt.Errorf("%s: read: %w", ref, err)
 	}
-	*b = base{fresh: true}
+	*b = base{fresh: true, shared: b.shared}
 	if len(resp.Kvs) == 0 {
 		s.known.forget(ref.Kind, key)
 		if history {
@@ -315,7 +325,7 @@ func (s *Store) read(ctx context.Context, ref api.Ref, b *base, history bool) er
 		return err
 	}
 	b.modRev = resp.Kvs[0].ModRevision
-	s.known.put(ref.Kind, key, string(resp.Kvs[0].Value), b.modRev)
+	s.known.put(ref.Kind, key, string(resp.Kvs[0].Value), b.modRev, b.cur)
 	return nil
 }
 
@@ -334,6 +344,29 @@ func (s *Store) lastRev(ctx context.Context, ref api.Ref) (int64, error) {
 		return 0, fmt.Errorf("%s: damaged history key %q", ref, k)
 	}
 	return rev, nil
+}
+
+// remember notes what a write stored. The object written by MutateShared
+// is kept decoded, shared with its caller, if it is as decoding raw would
+// give it; Mutate's belongs to its caller, and is decoded again.
+func (s *Store) remember(kind, key, raw string, rev int64, obj *api.Object, shared bool) {
+	if !shared || !decodedForm(obj) {
+		s.known.put(kind, key, raw, rev, nil)
+		return
+	}
+	o := *obj
+	// Decoding leaves out what encoding left out: empty parts.
+	if len(o.Labels) == 0 {
+		o.Labels = nil
+	}
+	if len(o.Spec) == 0 {
+		o.Spec = nil
+	}
+	if len(o.Status) == 0 {
+		o.Status = nil
+	}
+	s.known.put(kind, key, raw, rev, &o)
+	s.recent.put(key, rev, sharedObject{&o, raw})
 }
 
 // decodeObject decodes a stored object.
@@ -383,6 +416,9 @@ func (s *Store) write(ctx context.Context, ref api.Ref, w Write, b *base, next *
 			if !b.fresh {
 				return Result{}, false, s.read(ctx, ref, b, true)
 			}
+			if !b.shared {
+				return Result{Object: cur.DeepCopy(), Op: Unchanged}, true, nil
+			}
 			return Result{Object: *cur, Op: Unchanged}, true, nil
 		}
 		rec.Rev = cur.Meta.Revision + 1
@@ -421,7 +457,7 @@ func (s *Store) write(ctx context.Context, ref api.Ref, w Write, b *base, next *
 	if !ok {
 		return Result{}, false, s.read(ctx, ref, b, true)
 	}
-	s.known.put(ref.Kind, key, ob, resp.Header.Revision)
+	s.remember(ref.Kind, key, ob, resp.Header.Revision, &obj, b.shared)
 	return Result{Object: obj, Op: op}, true, nil
 }
 

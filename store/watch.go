@@ -33,7 +33,14 @@ type Event struct {
 // starting after store revision `after` (as returned by List). The channel is
 // closed when ctx ends; a failure is delivered as a final event with Err set.
 func (s *Store) Watch(ctx context.Context, kind, ns string, after int64) <-chan Event {
-	return s.watch(ctx, kind, ns, after, true)
+	return s.watch(ctx, kind, ns, after, decodeOwn)
+}
+
+// WatchShared is Watch for a watcher that modifies no object it is given:
+// an object this store wrote by MutateShared comes as that write kept it,
+// shared with the writer and the store (shared.go), not decoded again.
+func (s *Store) WatchShared(ctx context.Context, kind, ns string, after int64) <-chan Event {
+	return s.watch(ctx, kind, ns, after, decodeShared)
 }
 
 // WatchRaw is Watch without decoding the objects: each event carries the
@@ -41,10 +48,19 @@ func (s *Store) Watch(ctx context.Context, kind, ns string, after int64) <-chan 
 // name. A watcher that passes the objects on as JSON (the API's watch
 // for operators) spares a decode and an encode per change.
 func (s *Store) WatchRaw(ctx context.Context, kind, ns string, after int64) <-chan Event {
-	return s.watch(ctx, kind, ns, after, false)
+	return s.watch(ctx, kind, ns, after, decodeNone)
 }
 
-func (s *Store) watch(ctx context.Context, kind, ns string, after int64, decode bool) <-chan Event {
+// How a watch delivers objects.
+type decoding uint8
+
+const (
+	decodeOwn    decoding = iota // decoded for the watcher alone (Watch)
+	decodeNone                   // as stored (WatchRaw)
+	decodeShared                 // shared if the store has it decoded (WatchShared)
+)
+
+func (s *Store) watch(ctx context.Context, kind, ns string, after int64, decode decoding) <-chan Event {
 	p := s.prefix + "/o/" + kind + "/"
 	if ns != "" {
 		p += ns + "/"
@@ -82,7 +98,16 @@ func (s *Store) watch(ctx context.Context, kind, ns string, after int64, decode 
 				default:
 					e.Type, raw = Configured, ev.Kv.Value
 				}
-				if !decode {
+				if decode == decodeShared && e.Type != Deleted {
+					if o, ok := s.recent.get(string(ev.Kv.Key), ev.Kv.ModRevision); ok {
+						e.Object = *o.use()
+						if !send(ctx, out, e) {
+							return
+						}
+						continue
+					}
+				}
+				if decode == decodeNone {
 					e.Raw = raw
 					e.Object = s.refOf(ev.Kv.Key)
 				} else if raw != nil {
