@@ -202,16 +202,7 @@ func readListError(r *api.JSONReader, e **applyListError) bool {
 
 // readWorkDone reads the answer of POST /v1/work/done.
 func readWorkDone(r *api.JSONReader, items *[]workDone) bool {
-	if r.Null() {
-		return true // as encoding/json: nil, and out starts nil
-	}
-	*items = []workDone{}
-	return r.Elements(func() bool {
-		*items = append(*items, workDone{})
-		d := &(*items)[len(*items)-1]
-		if r.Null() {
-			return true // a null element stays zero
-		}
+	return readSlice(r, items, func(d *workDone) bool {
 		return r.Members(func(key []byte) bool {
 			switch string(key) {
 			case "id":
@@ -225,17 +216,22 @@ func readWorkDone(r *api.JSONReader, items *[]workDone) bool {
 }
 
 func readWorkItems(r *api.JSONReader, items *[]workflow.WorkItem) bool {
+	return readSlice(r, items, func(it *workflow.WorkItem) bool { return readWorkItem(r, it) })
+}
+
+// readSlice reads an array into items as encoding/json does into a
+// slice: each element with read, a null one left zero.
+func readSlice[T any](r *api.JSONReader, items *[]T, read func(*T) bool) bool {
 	if r.Null() {
-		return true // as encoding/json: nil, and out starts nil
+		return true // as encoding/json: nil, and items start nil
 	}
-	*items = []workflow.WorkItem{}
+	*items = []T{}
 	return r.Elements(func() bool {
-		*items = append(*items, workflow.WorkItem{})
-		it := &(*items)[len(*items)-1]
+		*items = append(*items, *new(T))
 		if r.Null() {
-			return true // a null element stays zero
+			return true
 		}
-		return readWorkItem(r, it)
+		return read(&(*items)[len(*items)-1])
 	})
 }
 
