@@ -15,8 +15,8 @@
 // One long poll takes the work of all its nodes (up to Batch items); the
 // items are done at once and their outcomes reported in lists (POST
 // /v1/work/done), over Conns HTTP/2 connections: a request per outcome
-// cost more CPU, in the client and the server, than the rest of a pod's
-// work on the node's side.
+// (two per pod) was a large share of the CPU a pod cost, in the simulator
+// and in the server.
 // Heartbeats are spread evenly over the heartbeat period, so that N nodes
 // write N/period times a second rather than N at once.
 package sim
