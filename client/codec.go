@@ -50,13 +50,22 @@ func encodeBody(body any) ([]byte, error) {
 
 // appendResult appends r as json.Marshal encodes it with HTML escaping off.
 func appendResult(b []byte, r *workflow.Result) ([]byte, error) {
-	b = append(b, '{')
+	return appendResultMembers(append(b, '{'), r, false)
+}
+
+// appendResultMembers appends r's members and closes the JSON object;
+// after says whether members come before them.
+func appendResultMembers(b []byte, r *workflow.Result, after bool) ([]byte, error) {
 	if r.Err != "" {
+		if after {
+			b = append(b, ',')
+		}
 		b = append(b, `"error":`...)
 		b = api.AppendString(b, r.Err)
+		after = true
 	}
 	if len(r.Writes) > 0 {
-		if r.Err != "" {
+		if after {
 			b = append(b, ',')
 		}
 		b = append(b, `"writes":`...)
@@ -98,6 +107,8 @@ func readAnswer(data []byte, out any) (tried, ok bool) {
 		ok = readWorkItems(&r, v)
 	case *applyListAnswer:
 		ok = readApplyList(&r, v)
+	case *[]workDone:
+		ok = readWorkDone(&r, v)
 	default:
 		return false, false
 	}
@@ -146,7 +157,7 @@ func readList(r *api.JSONReader, l *ListResult) bool {
 }
 
 func readApplyList(r *api.JSONReader, a *applyListAnswer) bool {
-	items, failed := false, false
+	items := false
 	return r.Members(func(key []byte) bool {
 		switch string(key) {
 		case "items":
@@ -160,42 +171,67 @@ func readApplyList(r *api.JSONReader, a *applyListAnswer) bool {
 				return readWriteResult(r, &a.Items[len(a.Items)-1])
 			})
 		case "error":
-			if failed || r.Null() {
-				return false
-			}
-			failed = true
-			a.Error = &applyListError{}
-			return r.Members(func(key []byte) bool {
-				switch string(key) {
-				case "error":
-					return r.String(&a.Error.Error)
-				case "code":
-					return r.String(&a.Error.Code)
-				case "status":
-					var n int64
-					ok := r.Int(&n)
-					a.Error.Status = int(n)
-					return ok
-				}
-				return false
-			})
+			return readListError(r, &a.Error)
 		}
 		return false
 	})
 }
 
-func readWorkItems(r *api.JSONReader, items *[]workflow.WorkItem) bool {
-	if r.Null() {
-		return true // as encoding/json: nil, and out starts nil
+// readListError reads the error of an item of a list answer into a new
+// *e. A second one, or null, is left to encoding/json.
+func readListError(r *api.JSONReader, e **applyListError) bool {
+	if *e != nil || r.Null() {
+		return false
 	}
-	*items = []workflow.WorkItem{}
-	return r.Elements(func() bool {
-		*items = append(*items, workflow.WorkItem{})
-		it := &(*items)[len(*items)-1]
-		if r.Null() {
-			return true // a null element stays zero
+	*e = &applyListError{}
+	return r.Members(func(key []byte) bool {
+		switch string(key) {
+		case "error":
+			return r.String(&(*e).Error)
+		case "code":
+			return r.String(&(*e).Code)
+		case "status":
+			var n int64
+			ok := r.Int(&n)
+			(*e).Status = int(n)
+			return ok
 		}
-		return readWorkItem(r, it)
+		return false
+	})
+}
+
+// readWorkDone reads the answer of POST /v1/work/done.
+func readWorkDone(r *api.JSONReader, items *[]workDone) bool {
+	return readSlice(r, items, func(d *workDone) bool {
+		return r.Members(func(key []byte) bool {
+			switch string(key) {
+			case "id":
+				return r.String(&d.ID)
+			case "error":
+				return readListError(r, &d.Error)
+			}
+			return false
+		})
+	})
+}
+
+func readWorkItems(r *api.JSONReader, items *[]workflow.WorkItem) bool {
+	return readSlice(r, items, func(it *workflow.WorkItem) bool { return readWorkItem(r, it) })
+}
+
+// readSlice reads an array into items as encoding/json does into a
+// slice: each element with read, a null one left zero.
+func readSlice[T any](r *api.JSONReader, items *[]T, read func(*T) bool) bool {
+	if r.Null() {
+		return true // as encoding/json: nil, and items start nil
+	}
+	*items = []T{}
+	return r.Elements(func() bool {
+		*items = append(*items, *new(T))
+		if r.Null() {
+			return true
+		}
+		return read(&(*items)[len(*items)-1])
 	})
 }
 

@@ -52,6 +52,12 @@ var answerSamples = map[string][]string{
 		`[` + strings.Replace(workItemJSON, `"run":"r1"`, `"run":"r1","future":{"a":1}`, 1) + `]`,
 		`[{"attempt":9223372036854775807,"generation":-1}]`, `[{"attempt":9223372036854775808}]`, `[` + workItemJSON,
 	},
+	"done": {
+		`[{"id":"r1-start-1"},{"id":"r2-netup-1","error":{"error":"work item r2-netup-1 is no longer current","code":"conflict","status":409}}]` + "\n",
+		`[]`, `null`, `[null]`, `[{}]`, `{}`, `[{"id":"a","error":null}]`, `[{"id":"a","error":{"status":409},"error":{"code":"x"}}]`,
+		`[{"id":"a","error":{"status":"409"}}]`, `[{"id":"a","error":{"status":4.09e2}}]`, `[{"ID":"a"}]`, `[{"id":"a","more":1}]`,
+		`[{"id":"a","error":{"error":"x","extra":[1]}}]`, `[{"id":"a"}`, `[{"id":"a"}] [`,
+	},
 }
 
 // newAnswer returns a fresh value of the kind of answer named.
@@ -65,6 +71,8 @@ func newAnswer(kind string) any {
 		return new(ListResult)
 	case "work":
 		return new([]workflow.WorkItem)
+	case "done":
+		return new([]workDone)
 	}
 	panic(kind)
 }
@@ -95,7 +103,7 @@ func TestDecodeAnswerMatchesEncodingJSON(t *testing.T) {
 // TestDecodeAnswerFast: the answers a server writes take the fast path
 // (or the tests above would pass with encoding/json alone).
 func TestDecodeAnswerFast(t *testing.T) {
-	for kind, s := range map[string]string{"object": podJSON + "\n", "write": answerSamples["write"][0], "list": answerSamples["list"][0], "work": answerSamples["work"][0]} {
+	for kind, s := range map[string]string{"object": podJSON + "\n", "write": answerSamples["write"][0], "list": answerSamples["list"][0], "work": answerSamples["work"][0], "done": answerSamples["done"][0]} {
 		if _, ok := readAnswer([]byte(s), newAnswer(kind)); !ok {
 			t.Errorf("%s: %s went to encoding/json", kind, s)
 		}

@@ -116,6 +116,7 @@ func New(st *store.Store, tokens *Tokens, orch *Orchestrator) *Server {
 	s.route("GET /v1/work", "work", s.takeWork)
 	s.route("POST /v1/work/{id}/log", "work", s.logWork)
 	s.route("POST /v1/work/{id}/done", "work", s.completeWork)
+	s.route("POST /v1/work/done", "work", s.completeWorkList)
 	s.route("POST /v1/nodes/{node}/images", "images", s.importImage)
 	s.route("POST /v1/nodes/{node}/forget", "nodes", s.forgetNode)
 	s.route("POST /v1/nodes/{node}/heartbeat", "heartbeat", s.heartbeat)

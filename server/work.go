@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"skiff.dev/skiff/api"
@@ -128,9 +130,8 @@ func (s *Server) takeWork(w http.ResponseWriter, r *http.Request, tok Token) err
 	return nil
 }
 
-// workItem checks that the caller may report on an item.
-func (s *Server) workItem(r *http.Request, tok Token) (*workflow.WorkItem, error) {
-	id := r.PathValue("id")
+// workItem checks that the caller may report on item id.
+func (s *Server) workItem(tok Token, id string) (*workflow.WorkItem, error) {
 	it, ok := s.orch.Engine.Item(id)
 	if !ok {
 		return nil, staleItem(id)
@@ -155,7 +156,7 @@ func (s *Server) logWork(w http.ResponseWriter, r *http.Request, tok Token) erro
 	if passed, err := s.toLeader(w, r, false); passed {
 		return err
 	}
-	it, err := s.workItem(r, tok)
+	it, err := s.workItem(tok, r.PathValue("id"))
 	if err != nil {
 		return err
 	}
@@ -178,7 +179,7 @@ func (s *Server) completeWork(w http.ResponseWriter, r *http.Request, tok Token)
 	if passed, err := s.toLeader(w, r, false); passed {
 		return err
 	}
-	it, err := s.workItem(r, tok)
+	it, err := s.workItem(tok, r.PathValue("id"))
 	if err != nil {
 		return err
 	}
@@ -187,17 +188,184 @@ func (s *Server) completeWork(w http.ResponseWriter, r *http.Request, tok Token)
 		return err
 	}
 	var res workflow.Result
-	if err := json.Unmarshal(body, &res); err != nil {
+	if !decodeCompletion(body, &res) {
 		return badRequest(`completion needs {"writes": {"status.x": ...}} or {"error": "..."}`)
 	}
+	if err := s.complete(it, res); err != nil {
+		return err
+	}
+	writeJSON(w, 200, map[string]string{"completed": it.ID})
+	return nil
+}
+
+// complete reports an item's outcome to the engine.
+func (s *Server) complete(it *workflow.WorkItem, res workflow.Result) error {
 	if err := s.orch.Engine.Complete(it.ID, res); err != nil {
 		if errors.Is(err, workflow.ErrStale) {
 			return staleItem(it.ID)
 		}
 		return err
 	}
-	writeJSON(w, 200, map[string]string{"completed": it.ID})
 	return nil
+}
+
+// WorkCompletion is an item of POST /v1/work/done: a work item and its
+// outcome, as POST /v1/work/{id}/done takes it.
+type WorkCompletion struct {
+	ID string `json:"id"`
+	workflow.Result
+}
+
+// WorkDone answers an item of POST /v1/work/done: its id and, if it was
+// not completed, why, with the answer POST /v1/work/{id}/done would have
+// had (as apply/list answers an object that failed).
+type WorkDone struct {
+	ID    string          `json:"id"`
+	Error *ApplyListError `json:"error,omitempty"`
+}
+
+// workDoneParallel bounds the items of one list completed at once. Each
+// completion waits for its own etcd commit: one after the other, a list
+// would take as many commits' time; at once, they are committed together,
+// as many single reports in flight were.
+const workDoneParallel = 256
+
+// completeWorkList answers POST /v1/work/done: the outcomes of many work
+// items, each handled as POST /v1/work/{id}/done would, in one request
+// (a simulator of thousands of nodes reports thousands a second). The
+// outcomes are independent: an item refused does not stop the others.
+// The answer, a 200, has an entry for each item, in order.
+func (s *Server) completeWorkList(w http.ResponseWriter, r *http.Request, tok Token) error {
+	if passed, err := s.toLeader(w, r, false); passed {
+		return err
+	}
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	list, err := decodeCompletions(body)
+	if err != nil {
+		return err
+	}
+	errs := make([]error, len(list))
+	do := func(i int) {
+		it, err := s.workItem(tok, list[i].ID)
+		if err == nil {
+			err = s.complete(it, list[i].Result)
+		}
+		errs[i] = err
+	}
+	if len(list) == 1 {
+		do(0)
+	} else {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for range min(len(list), workDoneParallel) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := int(next.Add(1)) - 1; i < len(list); i = int(next.Add(1)) - 1 {
+					do(i)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	b := append(make([]byte, 0, 2+32*len(list)), '[')
+	for i, c := range list {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		if errs[i] == nil {
+			b = append(api.AppendString(append(b, `{"id":`...), c.ID), '}')
+			continue
+		}
+		status, eb := errorAnswer(r, errs[i])
+		j, err := json.Marshal(WorkDone{ID: c.ID, Error: &ApplyListError{ErrorBody: eb, Status: status}})
+		if err != nil {
+			return err
+		}
+		b = append(b, j...)
+	}
+	b = append(b, "]\n"...)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	w.Write(b)
+	return nil
+}
+
+const workListUsage = `work/done takes a list: [{"id": "...", "writes": {"status.x": ...}} or {"id": "...", "error": "..."}, ...]`
+
+// decodeCompletions reads the body of POST /v1/work/done as json.Unmarshal
+// does into a []WorkCompletion, without reflection when it can, and
+// checks it.
+func decodeCompletions(body []byte) ([]WorkCompletion, error) {
+	var list []WorkCompletion
+	r := api.NewJSONReader(body)
+	if !readCompletions(&r, &list) || !r.End() {
+		list = nil
+		if err := json.Unmarshal(body, &list); err != nil {
+			return nil, badRequest("%s", workListUsage)
+		}
+	}
+	switch {
+	case list == nil:
+		return nil, badRequest("%s", workListUsage)
+	case len(list) > MaxWorkBatch:
+		return nil, badRequest("work/done takes at most %d items; this has %d: send them in parts", MaxWorkBatch, len(list))
+	}
+	for i, c := range list {
+		if c.ID == "" {
+			return nil, badRequest("items[%d] has no id: %s", i, workListUsage)
+		}
+	}
+	return list, nil
+}
+
+// decodeCompletion reads the body of POST /v1/work/{id}/done into res as
+// json.Unmarshal does, without reflection when it can, and reports
+// whether it was JSON of a Result.
+func decodeCompletion(body []byte, res *workflow.Result) bool {
+	r := api.NewJSONReader(body)
+	if r.Null() || readResult(&r, res, nil) {
+		if r.End() {
+			return true
+		}
+	}
+	*res = workflow.Result{}
+	return json.Unmarshal(body, res) == nil
+}
+
+func readCompletions(r *api.JSONReader, list *[]WorkCompletion) bool {
+	if r.Null() {
+		return true // as encoding/json: nil, and list starts nil
+	}
+	*list = []WorkCompletion{}
+	return r.Elements(func() bool {
+		*list = append(*list, WorkCompletion{})
+		c := &(*list)[len(*list)-1]
+		if r.Null() {
+			return true // a null item stays zero
+		}
+		return readResult(r, &c.Result, &c.ID)
+	})
+}
+
+// readResult reads a JSON object into res, and its "id" into id when id
+// is not nil. It takes only the exact keys, and leaves anything else
+// (another spelling of a key, an unknown key) to encoding/json.
+func readResult(r *api.JSONReader, res *workflow.Result, id *string) bool {
+	return r.Members(func(key []byte) bool {
+		switch string(key) {
+		case "id":
+			return id != nil && r.String(id)
+		case "error":
+			return r.String(&res.Err)
+		case "writes":
+			return r.Tree(&res.Writes)
+		}
+		return false
+	})
 }
 
 // ControllerInfo is a registered controller as listed by the API.

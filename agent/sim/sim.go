@@ -12,8 +12,11 @@
 // forgets them when it stops. `skiff agent --simulate N` runs it as a
 // process; tests and `skiff bench schedule` run it in theirs.
 //
-// One long poll takes the work of all its nodes (up to Batch items), and
-// Workers goroutines complete the items, over Conns HTTP/2 connections.
+// One long poll takes the work of all its nodes (up to Batch items); the
+// items are done at once and their outcomes reported in lists (POST
+// /v1/work/done), over Conns HTTP/2 connections: a request per outcome
+// (two per pod) was a large share of the CPU a pod cost, in the simulator
+// and in the server.
 // Heartbeats are spread evenly over the heartbeat period, so that N nodes
 // write N/period times a second rather than N at once.
 package sim
@@ -44,12 +47,8 @@ const (
 	// 20 s still leaves two missed beats before the scheduler's 40 s.
 	DefaultHeartbeat = 20 * time.Second
 	DefaultBatch     = 1024
-	// DefaultWorkers is how many work items are completed at once. Real
-	// nodes each do their own pods' steps, all at once; with too few
-	// workers the simulated nodes' steps queue behind the API's other
-	// requests (creations), and pods pile up between placed and Running
-	// (at 5,000 nodes and 64 workers, tens of thousands, each holding its
-	// run and bodies in the server).
+	// DefaultWorkers is how many registrations and heartbeats are in
+	// flight at once.
 	DefaultWorkers = 256
 	DefaultConns   = 4
 )
@@ -74,10 +73,12 @@ type Options struct {
 	// Batch is the most work items one long poll takes; default
 	// DefaultBatch.
 	Batch int
-	// Workers complete work items concurrently; default DefaultWorkers.
+	// Workers bounds the registrations and heartbeats in flight; default
+	// DefaultWorkers.
 	Workers int
-	// Conns is how many HTTP/2 connections requests are spread over;
-	// default DefaultConns.
+	// Conns is how many HTTP/2 connections requests are spread over, and
+	// how many lists of outcomes are reported at once; default
+	// DefaultConns.
 	Conns int
 	// Labels are added to every Node, besides Label.
 	Labels map[string]string
@@ -191,11 +192,11 @@ func (s *Sim) Run(ctx context.Context) error {
 	// Work is taken, and registered nodes heartbeat, from the start: a
 	// node's readiness run begins as soon as it is registered, and the
 	// first nodes must not go stale while the last register.
-	items := make(chan workflow.WorkItem, s.o.Batch)
-	wg.Add(2 + s.o.Workers)
-	go func() { defer wg.Done(); s.takeLoop(ctx, items) }()
-	for range s.o.Workers {
-		go func() { defer wg.Done(); s.workLoop(ctx, items) }()
+	done := make(chan outcome, s.o.Batch)
+	wg.Add(2 + s.o.Conns)
+	go func() { defer wg.Done(); s.takeLoop(ctx, done) }()
+	for range s.o.Conns {
+		go func() { defer wg.Done(); s.reportLoop(ctx, done) }()
 	}
 	go func() { defer wg.Done(); s.heartbeatLoop(ctx) }()
 	if err := s.register(ctx); err != nil {
@@ -337,9 +338,16 @@ func (s *Sim) heartbeatLoop(ctx context.Context) {
 	}
 }
 
-// takeLoop long-polls for the work of all the nodes and hands it to the
-// workers.
-func (s *Sim) takeLoop(ctx context.Context, out chan<- workflow.WorkItem) {
+// outcome is a work item done, to report.
+type outcome struct {
+	client.Completion
+	step, kind, namespace, name string // of the item, for the stats and the log
+}
+
+// takeLoop long-polls for the work of all the nodes, does it, and hands
+// the outcomes to the reporters. It waits while they are behind: the
+// items not taken yet wait in the server's queue instead.
+func (s *Sim) takeLoop(ctx context.Context, out chan<- outcome) {
 	defer close(out)
 	for ctx.Err() == nil {
 		items, err := s.client().TakeWork(ctx, 30*time.Second, s.o.Batch)
@@ -350,9 +358,11 @@ func (s *Sim) takeLoop(ctx context.Context, out chan<- workflow.WorkItem) {
 			}
 			continue
 		}
-		for _, it := range items {
+		for i := range items {
+			it := &items[i]
+			o := outcome{Completion: client.Completion{ID: it.ID, Result: s.do(it)}, step: it.Step, kind: it.Kind, namespace: it.Namespace, name: it.Name}
 			select {
-			case out <- it:
+			case out <- o:
 			case <-ctx.Done():
 				return
 			}
@@ -360,24 +370,50 @@ func (s *Sim) takeLoop(ctx context.Context, out chan<- workflow.WorkItem) {
 	}
 }
 
-// workLoop does items and reports them.
-func (s *Sim) workLoop(ctx context.Context, in <-chan workflow.WorkItem) {
-	// A report is sent even once ctx ends, bounded by a timeout of its own.
+// reportLoop reports outcomes in lists: whatever is waiting when it is
+// free, so that a lone outcome goes at once and, while a list is in
+// flight, the next ones gather for the one after.
+func (s *Sim) reportLoop(ctx context.Context, in <-chan outcome) {
+	// Reports are sent even once ctx ends, bounded by a timeout of their
+	// own.
 	reports := context.WithoutCancel(ctx)
-	for it := range in {
-		res := s.do(&it)
-		rctx, cancel := context.WithTimeout(reports, 30*time.Second)
-		err := s.client().CompleteWork(rctx, it.ID, res)
-		cancel()
-		switch {
-		case err == nil:
-			s.count(it.Step)
-		case client.IsCode(err, "conflict"):
-			// Superseded or timed out meanwhile: nothing to report.
-		default:
-			s.failed.Add(1)
-			s.o.Log.Warn("report step", "step", it.Step, "object", it.Kind+"/"+it.Namespace+"/"+it.Name, "err", err)
+	batch := make([]outcome, 0, s.o.Batch)
+	list := make([]client.Completion, 0, s.o.Batch)
+	for o := range in {
+		batch = append(batch[:0], o)
+	gather:
+		for len(batch) < cap(batch) {
+			select {
+			case o, ok := <-in:
+				if !ok {
+					break gather
+				}
+				batch = append(batch, o)
+			default:
+				break gather
+			}
 		}
+		list = list[:0]
+		for i := range batch {
+			list = append(list, batch[i].Completion)
+		}
+		rctx, cancel := context.WithTimeout(reports, 30*time.Second)
+		errs, _ := s.client().CompleteWorkList(rctx, list)
+		cancel()
+		for i, err := range errs {
+			o := &batch[i]
+			switch {
+			case err == nil:
+				s.count(o.step)
+			case client.IsCode(err, "conflict"):
+				// Superseded or timed out meanwhile: nothing to report.
+			default:
+				s.failed.Add(1)
+				s.o.Log.Warn("report step", "step", o.step, "object", o.kind+"/"+o.namespace+"/"+o.name, "err", err)
+			}
+		}
+		clear(batch) // the outcomes are reported: let their writes go
+		clear(list)
 	}
 }
 
