@@ -3,8 +3,6 @@ package store
 import (
 	"hash/maphash"
 	"sync"
-
-	"skiff.dev/skiff/api"
 )
 
 // knownPerGeneration bounds what the store remembers of each kind: between
@@ -42,7 +40,6 @@ type knownShard struct {
 type knownValue struct {
 	raw    string // as stored
 	modRev int64
-	obj    *api.Object // raw decoded, shared (shared.go); nil if not kept
 }
 
 func (k *known) shard(kind, key string) *knownShard {
@@ -53,20 +50,18 @@ func (k *known) shard(kind, key string) *knownShard {
 	return &kk.(*knownKind).shards[maphash.String(k.seed, key)%knownShards]
 }
 
-func (k *known) get(kind, key string) (v knownValue, ok bool) {
+func (k *known) get(kind, key string) (raw string, modRev int64, ok bool) {
 	s := k.shard(kind, key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	v, ok = s.cur[key]
+	v, ok := s.cur[key]
 	if !ok {
 		v, ok = s.prev[key]
 	}
-	return v, ok
+	return v.raw, v.modRev, ok
 }
 
-// put remembers an object's stored bytes and, if obj is not nil, the
-// object they decode to, which is then shared (shared.go).
-func (k *known) put(kind, key string, raw string, modRev int64, obj *api.Object) {
+func (k *known) put(kind, key string, raw string, modRev int64) {
 	s := k.shard(kind, key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -76,7 +71,7 @@ func (k *known) put(kind, key string, raw string, modRev int64, obj *api.Object)
 	if s.cur == nil || len(s.cur) >= knownPerGeneration/knownShards {
 		s.prev, s.cur = s.cur, map[string]knownValue{}
 	}
-	s.cur[key] = knownValue{raw: raw, modRev: modRev, obj: obj}
+	s.cur[key] = knownValue{raw: raw, modRev: modRev}
 	delete(s.prev, key)
 }
 

@@ -16,9 +16,11 @@ import (
 // object twice more than it had to: the next write of it decoded the bytes
 // it remembered (known) to start from, and the workflows' watch decoded
 // the change from etcd's event, though the writer had the object in hand.
-// So a MutateShared write keeps the object it stored, decoded, beside its
-// bytes: the next write starts from it, and a watch that asked for shared
-// objects (WatchShared) delivers it for that revision instead of decoding.
+// So the store keeps the objects of its latest MutateShared writes (and of
+// its reads from etcd), decoded, by key and etcd mod revision: the next
+// write of one starts from it, and a watch that asked for shared objects
+// (WatchShared) delivers it for that revision instead of decoding. Most are
+// the engine's current copies too, so they cost little memory of their own.
 //
 // A shared object is read only, everywhere: it is MutateShared's base, fn's
 // result and its Result, the engine's copy of the object and the work items
@@ -32,9 +34,9 @@ import (
 // nil): a write of an int, say, or of a []string, is decoded again as
 // before, so that readers never see a type decoding would not give.
 
-// recentShared bounds the written objects kept for shared watches: a
-// watch that falls further behind than this many writes decodes.
-const recentShared = 8192
+// recentShared bounds the decoded objects kept: a write or a shared watch
+// that comes more than this many writes after the one it follows decodes.
+const recentShared = 16384
 
 // sharedObject is an object as decoded from raw; it is not to be modified.
 type sharedObject struct {
@@ -42,8 +44,8 @@ type sharedObject struct {
 	raw string
 }
 
-// recent keeps the objects of the latest MutateShared writes by key and
-// etcd mod revision, for shared watches.
+// recent keeps the decoded objects of the latest MutateShared writes and
+// reads, by key and etcd mod revision.
 type recent struct {
 	mu   sync.Mutex
 	objs map[recentKey]sharedObject
@@ -62,8 +64,12 @@ func (r *recent) put(key string, rev int64, o sharedObject) {
 	if r.objs == nil {
 		r.objs = make(map[recentKey]sharedObject, recentShared)
 	}
-	delete(r.objs, r.ring[r.next])
 	k := recentKey{key, rev}
+	if _, ok := r.objs[k]; ok {
+		r.objs[k] = o // read again: its slot in the ring stays
+		return
+	}
+	delete(r.objs, r.ring[r.next])
 	r.ring[r.next] = k
 	r.next = (r.next + 1) % recentShared
 	r.objs[k] = o

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"reflect"
 	"strings"
@@ -181,5 +182,109 @@ func TestMutateSharedFieldWrites(t *testing.T) {
 	}
 	if !reflect.DeepEqual(now.Status, res.Object.Status) || !reflect.DeepEqual(old.Status, before.Status) {
 		t.Errorf("history: rev 1 %v, rev 2 %v", old.Status, now.Status)
+	}
+}
+
+// A watch of shared objects (the workflows') sees exactly what Watch sees,
+// decoded types and all, for writes whose objects the store kept (a string
+// set by MutateShared) and for writes it decodes again (an int or a
+// []string, which decoding turns into float64 and []any; a Mutate).
+func TestWatchSharedSeesWhatWatchSees(t *testing.T) {
+	e, _ := startEtcd(t, "")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st := store.New(e.Client, store.Options{})
+	ref := podRef("default", "web")
+	w := store.Write{Changer: "controller:test", Cause: "step"}
+	if _, err := st.Mutate(ctx, ref, w, setTo(api.Object{Spec: map[string]any{"image": "nginx"}})); err != nil {
+		t.Fatal(err)
+	}
+	_, rev, err := st.List(ctx, "Pod", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := st.Watch(ctx, "Pod", "", rev)
+	shared := st.WatchShared(ctx, "Pod", "", rev)
+	writes := []any{"n1", 3, []string{"a", "b"}, map[string]any{"x": "y"}}
+	for _, v := range writes {
+		if _, err := st.MutateShared(ctx, ref, w, func(cur *api.Object) (*api.Object, error) { return setStatus(cur, "v", v), nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	edit(t, st, ref, "operator:alice", "apply", func(o *api.Object) { o.Labels = map[string]string{"app": "web"} })
+	for i := range len(writes) + 1 {
+		a, b := <-plain, <-shared
+		if a.Err != nil || b.Err != nil {
+			t.Fatalf("event %d: errors %v, %v", i, a.Err, b.Err)
+		}
+		if !reflect.DeepEqual(a, b) {
+			t.Errorf("event %d:\n Watch       %+v\n WatchShared %+v", i, a, b)
+		}
+	}
+}
+
+// A shared object modified in place is found out the next time it is
+// used (test binaries check): here a MutateShared caller changes the
+// object it wrote after the write, which would make the next write's diff,
+// and so the history, wrong.
+func TestSharedObjectModifiedInPlacePanics(t *testing.T) {
+	e, _ := startEtcd(t, "")
+	ctx := context.Background()
+	st := store.New(e.Client, store.Options{})
+	ref := podRef("default", "web")
+	w := store.Write{Changer: "controller:test", Cause: "step"}
+	if _, err := st.Mutate(ctx, ref, w, setTo(api.Object{Spec: map[string]any{"image": "nginx"}})); err != nil {
+		t.Fatal(err)
+	}
+	var wrote *api.Object
+	if _, err := st.MutateShared(ctx, ref, w, func(cur *api.Object) (*api.Object, error) {
+		wrote = setStatus(cur, "node", "n1")
+		return wrote, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	wrote.Status["node"] = "n2" // forbidden: the store keeps it
+	defer func() {
+		if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "modified in place") {
+			t.Fatalf("recovered %v, want a panic about a shared object modified in place", r)
+		}
+	}()
+	st.MutateShared(ctx, ref, w, func(cur *api.Object) (*api.Object, error) { return setStatus(cur, "ip", "fd00::1"), nil })
+}
+
+// Mutate's fn gets a copy of its own, which it may change in place, even
+// of an object the store keeps shared; what it wrote stays its own.
+func TestMutateCopiesSharedObjects(t *testing.T) {
+	e, _ := startEtcd(t, "")
+	ctx := context.Background()
+	st := store.New(e.Client, store.Options{})
+	ref := podRef("default", "web")
+	w := store.Write{Changer: "controller:test", Cause: "step"}
+	if _, err := st.Mutate(ctx, ref, w, setTo(api.Object{Spec: map[string]any{"image": "nginx"}})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.MutateShared(ctx, ref, w, func(cur *api.Object) (*api.Object, error) { return setStatus(cur, "node", "n1"), nil }); err != nil {
+		t.Fatal(err)
+	}
+	res, err := st.Mutate(ctx, ref, w, func(cur *api.Object) (*api.Object, error) {
+		cur.Status["node"] = "n2" // in place: allowed to Mutate
+		return cur, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Object.Status["node"] = "n3" // the caller's own
+	// The next shared write starts from n2, as stored, and does not panic.
+	if _, err := st.MutateShared(ctx, ref, w, func(cur *api.Object) (*api.Object, error) {
+		if cur.Status["node"] != "n2" {
+			t.Errorf("base status.node = %v, want n2", cur.Status["node"])
+		}
+		return setStatus(cur, "ip", "fd00::1"), nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	got := mustGet(t, st, ref)
+	if got.Status["node"] != "n2" || got.Status["ip"] != "fd00::1" {
+		t.Errorf("status = %v, want node n2 and ip fd00::1", got.Status)
 	}
 }

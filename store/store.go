@@ -39,7 +39,7 @@ type Store struct {
 	every   int64
 	now     func() time.Time
 	known   known  // objects lately written or read, for Mutate
-	recent  recent // objects lately written by MutateShared, for WatchShared
+	recent  recent // objects lately written by MutateShared, decoded (shared.go)
 	commits committer
 }
 
@@ -223,17 +223,17 @@ func (s *Store) mutate(ctx context.Context, ref api.Ref, w Write, fn func(cur *a
 	}
 	key := s.objKey(ref)
 	b := base{shared: shared}
-	if v, ok := s.known.get(ref.Kind, key); ok {
-		if v.obj != nil {
-			b.cur = sharedObject{v.obj, v.raw}.use()
+	if raw, modRev, ok := s.known.get(ref.Kind, key); ok {
+		if o, ok := s.recent.get(key, modRev); ok {
+			b.cur = o.use()
 		} else {
-			o, err := decodeObject(ref, readOnlyBytes(v.raw))
+			o, err := decodeObject(ref, readOnlyBytes(raw))
 			if err != nil {
 				return Result{}, err
 			}
 			b.cur = o
 		}
-		b.modRev = v.modRev
+		b.modRev = modRev
 	} else if w.Expect != 0 {
 		if err := s.read(ctx, ref, &b, true); err != nil {
 			return Result{}, err
@@ -325,7 +325,9 @@ func (s *Store) read(ctx context.Context, ref api.Ref, b *base, history bool) er
 		return err
 	}
 	b.modRev = resp.Kvs[0].ModRevision
-	s.known.put(ref.Kind, key, string(resp.Kvs[0].Value), b.modRev, b.cur)
+	raw := string(resp.Kvs[0].Value)
+	s.known.put(ref.Kind, key, raw, b.modRev)
+	s.recent.put(key, b.modRev, sharedObject{b.cur, raw})
 	return nil
 }
 
@@ -350,8 +352,8 @@ func (s *Store) lastRev(ctx context.Context, ref api.Ref) (int64, error) {
 // is kept decoded, shared with its caller, if it is as decoding raw would
 // give it; Mutate's belongs to its caller, and is decoded again.
 func (s *Store) remember(kind, key, raw string, rev int64, obj *api.Object, shared bool) {
+	s.known.put(kind, key, raw, rev)
 	if !shared || !decodedForm(obj) {
-		s.known.put(kind, key, raw, rev, nil)
 		return
 	}
 	o := *obj
@@ -365,7 +367,6 @@ func (s *Store) remember(kind, key, raw string, rev int64, obj *api.Object, shar
 	if len(o.Status) == 0 {
 		o.Status = nil
 	}
-	s.known.put(kind, key, raw, rev, &o)
 	s.recent.put(key, rev, sharedObject{&o, raw})
 }
 
