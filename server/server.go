@@ -282,11 +282,15 @@ func (s *Server) applyObject(ctx context.Context, tok Token, obj api.Object, exp
 		}
 	}
 	owners := s.owners()
-	return s.store.Mutate(ctx, ref, store.Write{Changer: tok.Identity, Cause: "apply", Expect: expect},
+	// Copy on write: next shares obj's labels and spec and cur's status
+	// and changes neither, so the store keeps what it wrote decoded
+	// (store/shared.go) and the pod's next write, and the workflows'
+	// watch, need not decode it. The caller only reads obj and the result.
+	return s.store.MutateShared(ctx, ref, store.Write{Changer: tok.Identity, Cause: "apply", Expect: expect},
 		func(cur *api.Object) (*api.Object, error) {
-			next := obj.DeepCopy()
+			next := obj
 			if cur != nil {
-				next = cur.DeepCopy()
+				next = *cur
 				next.Labels, next.Spec = obj.Labels, obj.Spec
 			}
 			if err := checkFields(owners, tok, cur, &next); err != nil {
