@@ -3,6 +3,7 @@ package scheduler
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"skiff.dev/skiff/api"
@@ -141,27 +142,34 @@ func Search(req Request, c Cluster) (Result, error) {
 	p := newPlan(&req, &c)
 	want := FeasibleToFind(total)
 	var best candidate
-	r := Result{Considered: total}
-	for k := range total {
-		i := start + k
-		if i >= total {
-			i -= total
-		}
-		n := &c.Nodes[i]
-		if p.verdict(n) != fits {
-			continue
-		}
-		r.Feasible++
-		if x := p.candidate(n, i); r.Feasible == 1 || p.better(&x, &best) {
-			best = x
-		}
-		if r.Feasible >= want && p.enough(&best) {
-			r.Considered = k + 1
-			break
+	settled := false // nothing still to find can rank before best but by score (p.enough)
+	feasible, considered := 0, total
+	// From start to the last node, then round from the first to start.
+	parts := [2][]Node{c.Nodes[start:], c.Nodes[:start]}
+search:
+	for h, part := range parts {
+		for j := range part {
+			n := &part[j]
+			if p.verdict(n) != fits {
+				continue
+			}
+			feasible++
+			x := p.candidate(n, h == 1)
+			if feasible == 1 || p.better(&x, &best) {
+				best = x
+				settled = p.enough(&best)
+			}
+			if settled && feasible >= want {
+				considered = j + 1
+				if h == 1 {
+					considered += len(parts[0])
+				}
+				break search
+			}
 		}
 	}
-	r.Next = (start + r.Considered) % total
-	if r.Feasible == 0 {
+	r := Result{Considered: considered, Feasible: feasible, Next: (start + considered) % total}
+	if feasible == 0 {
 		return r, p.explain(c.Nodes)
 	}
 	r.Node = best.n.Name
@@ -299,32 +307,35 @@ func fraction(used, capacity int64) float64 {
 	return float64(used) / float64(capacity)
 }
 
-// candidate is a node that fits, with what ranks it.
+// candidate is a node that fits, with what ranks it. (Four fields at most,
+// so that the compiler keeps it in registers: it is made for every node
+// that fits.)
 type candidate struct {
-	n        *Node
-	i        int     // its position in Cluster.Nodes
-	labelled bool    // has the spread label
-	group    int     // pods of the group on the spread label's value
-	score    float64 // how allocated the node would be with the pod
+	n       *Node
+	wrapped bool // found after the search went round past the last node
+	// group is, for a spread request, the pods of the group on the node's
+	// value of the spread label, or unlabelled if it has none: such nodes
+	// only when no labelled node fits. 0 without spread.
+	group int
+	score float64 // how allocated the node would be with the pod
 }
 
-func (p *plan) candidate(n *Node, i int) candidate {
-	x := candidate{n: n, i: i, score: p.score(n)}
+const unlabelled = math.MaxInt
+
+func (p *plan) candidate(n *Node, wrapped bool) candidate {
+	x := candidate{n: n, wrapped: wrapped, score: p.score(n)}
 	if p.spread != "" {
-		var v string
-		v, x.labelled = n.Labels[p.spread]
-		if x.labelled && len(p.domain) > 0 {
+		if v, ok := n.Labels[p.spread]; !ok {
+			x.group = unlabelled
+		} else if len(p.domain) > 0 {
 			x.group = p.domain[v]
 		}
 	}
 	return x
 }
 
-// better reports whether a ranks before b.
+// better reports whether a, found after b, ranks before it.
 func (p *plan) better(a, b *candidate) bool {
-	if a.labelled != b.labelled {
-		return a.labelled // nodes without the spread label only when no labelled node fits
-	}
 	if a.group != b.group {
 		return a.group < b.group
 	}
@@ -335,13 +346,16 @@ func (p *plan) better(a, b *candidate) bool {
 		return a.n.Used.Pods < b.n.Used.Pods != p.binpack
 	}
 	if p.byName {
-		return a.i < b.i // the lesser position has the lesser name
+		// Nodes are in name order, so of two found in one pass over them
+		// the one found first has the lesser name; one found after the
+		// search went round has a lesser name than one found before.
+		return a.wrapped && !b.wrapped
 	}
 	return a.n.Name < b.n.Name
 }
 
 // enough reports whether a search that has found enough nodes that fit,
-// with best the best of them, may stop. Without spread it may: a sample
+// with best the best of them, may stop there. Without spread it may: a sample
 // ranks by score as well as all nodes would, only over fewer of them. With
 // spread, the value of the label with the fewest pods of the group ranks
 // first, whatever the score, and a sample can miss it entirely: nodes are
@@ -351,7 +365,7 @@ func (p *plan) better(a, b *candidate) bool {
 // value holding none of the group, which nothing can rank before;
 // otherwise it looks at every node.
 func (p *plan) enough(best *candidate) bool {
-	return p.spread == "" || best.labelled && best.group == 0
+	return p.spread == "" || best.group == 0
 }
 
 // stay checks that a placed pod still fits its node: that the node matches

@@ -41,6 +41,8 @@ func TestFeasibleToFind(t *testing.T) {
 	}
 }
 
+// Of 1,000 nodes, a search stops at the 420th that fits, and of nodes
+// alike picks the least name of those it looked at.
 func TestSearchStopsOnceEnoughFit(t *testing.T) {
 	all := nodes(1000, nil)
 	tests := []struct {
@@ -48,20 +50,22 @@ func TestSearchStopsOnceEnoughFit(t *testing.T) {
 		c    Cluster
 		start,
 		considered, feasible, next int
+		want string
 	}{
-		{"all fit", all, 0, 420, 420, 420},
-		{"all fit, going round", all, 900, 420, 420, 320},
-		{"start past the end: taken modulo", all, 2900, 420, 420, 320},
+		{"all fit", all, 0, 420, 420, 420, "n0000"},
+		{"all fit, from 300", all, 300, 420, 420, 720, "n0300"},
+		{"all fit, going round", all, 900, 420, 420, 320, "n0000"},
+		{"start past the end: taken modulo", all, 2900, 420, 420, 320, "n0000"},
 		{"every other node cordoned", nodes(1000, func(i int, n *Node) {
 			if i%2 == 1 {
 				n.Unschedulable = true
 			}
-		}), 0, 839, 420, 839},
+		}), 501, 840, 420, 341, "n0000"},
 		{"fewer than enough fit: every node", nodes(1000, func(i int, n *Node) {
 			if i%4 != 0 {
 				n.Unschedulable = true
 			}
-		}), 10, 1000, 250, 10},
+		}), 10, 1000, 250, 10, "n0000"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -70,8 +74,12 @@ func TestSearchStopsOnceEnoughFit(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if r.Considered != tt.considered || r.Feasible != tt.feasible || r.Next != tt.next {
-				t.Errorf("considered %d nodes, %d fit, next %d; want %d, %d, %d", r.Considered, r.Feasible, r.Next, tt.considered, tt.feasible, tt.next)
+			if r.Node != tt.want || r.Considered != tt.considered || r.Feasible != tt.feasible || r.Next != tt.next {
+				t.Errorf("%s after %d nodes, %d fitting, next %d; want %s after %d, %d, %d", r.Node, r.Considered, r.Feasible, r.Next, tt.want, tt.considered, tt.feasible, tt.next)
+			}
+			tt.c.ByName = false // the same, comparing names
+			if r2, _ := Search(Request{CPUMilli: 100, MemoryBytes: 128 * mi}, tt.c); r2 != r {
+				t.Errorf("comparing names: %+v, want %+v", r2, r)
 			}
 		})
 	}
