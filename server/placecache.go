@@ -65,6 +65,12 @@ type placeCache struct {
 	assumed []assumption    // oldest first; some long confirmed
 	listed  map[string]bool // kinds loaded once
 	synced  chan struct{}   // closed once Node and Pod are loaded
+
+	// next is the position in nodes the next placement's search starts
+	// at: where the last one stopped, so that in a large cluster, where a
+	// search stops once it found enough nodes that fit, each node gets its
+	// turn (scheduler.Cluster.Start).
+	next int
 }
 
 type podKey struct{ ns, name string }
@@ -171,14 +177,16 @@ func (c *placeCache) place(ns, name, group string, req scheduler.Request) (strin
 	} else if h.node == req.Current {
 		req.Held = h.held
 	}
-	view := scheduler.Cluster{Nodes: c.nodes, Index: c.index, ByName: true, Group: c.groups[h.group], Now: now}
+	view := scheduler.Cluster{Nodes: c.nodes, Index: c.index, ByName: true, Group: c.groups[h.group], Now: now, Start: c.next}
 	if key := req.Placement.Spread; key != "" {
 		view.Domains = c.domainsLocked(h.group, key)
 	}
-	node, err := scheduler.Place(req, view)
+	r, err := scheduler.Search(req, view)
+	c.next = r.Next
 	if err != nil {
 		return "", err
 	}
+	node := r.Node
 	c.releaseLocked(h)
 	c.holdLocked(h, node, scheduler.Resources{CPUMilli: req.CPUMilli, MemoryBytes: req.MemoryBytes, Pods: 1})
 	if h.stored != node {

@@ -1,8 +1,10 @@
 package server
 
 import (
+	"fmt"
 	"testing"
 
+	"skiff.dev/skiff/api"
 	"skiff.dev/skiff/controllers/scheduler"
 	"skiff.dev/skiff/store"
 )
@@ -23,5 +25,27 @@ func TestPlaceCacheLeastName(t *testing.T) {
 			t.Fatalf("pod %d: %q, %v; want %s", i, node, err, want)
 		}
 		put(c, podObj(name, "1Mi", node, nil))
+	}
+}
+
+// In a cluster large enough that a search stops once it found enough
+// nodes that fit (scheduler.FeasibleToFind: 144 of 300), each placement
+// starts where the last one stopped, so every node gets pods, not only
+// the first 144.
+func TestPlaceCacheRoundRobin(t *testing.T) {
+	var nodes []api.Object
+	for i := range 300 {
+		nodes = append(nodes, readyNode(fmt.Sprintf("n%03d", i), 4000, 8*gib, nil))
+	}
+	c, _ := testCache(t, nodes...)
+	for i := range 600 {
+		if _, err := c.place("default", fmt.Sprint("p", i), groupOf("default", nil), scheduler.Request{CPUMilli: 10, MemoryBytes: 1 << 20}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for node, u := range used(c) {
+		if u == "0Gi/0" {
+			t.Errorf("after 600 pods on 300 nodes, %s has none", node)
+		}
 	}
 }
