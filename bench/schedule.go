@@ -30,8 +30,8 @@ type ScheduleOptions struct {
 	Pods    int // pods created in bulk; default 50,000
 	Clients int // concurrent creators; default 64
 	// Batch is how many pods a creator sends in one request (POST
-	// /v1/apply/list, as `skiff apply -f` sends a manifest); 1 sends
-	// each alone (POST /v1/apply). Default 1.
+	// /v1/apply/list, as `skiff apply -f` sends a manifest): pods
+	// "created in bulk"; 1 sends each alone (POST /v1/apply). Default 100.
 	Batch   int
 	Timeout time.Duration // for all pods to run, from the first create; default 30m
 	// Heartbeat is the simulated nodes' heartbeat period; default
@@ -70,6 +70,9 @@ func Schedule(ctx context.Context, w io.Writer, o ScheduleOptions) (err error) {
 	}
 	if o.Clients == 0 {
 		o.Clients = 64
+	}
+	if o.Batch == 0 {
+		o.Batch = 100
 	}
 	if o.Timeout == 0 {
 		o.Timeout = 30 * time.Minute
@@ -160,9 +163,6 @@ func Schedule(ctx context.Context, w io.Writer, o ScheduleOptions) (err error) {
 	var createEnd time.Time
 	var createdN atomic.Int64
 	batch := o.Batch
-	if batch == 0 {
-		batch = 1
-	}
 	go func() {
 		err := parallel(o.Clients, (o.Pods+batch-1)/batch, func(worker, i int) error {
 			c := creators[worker%len(creators)]

@@ -57,8 +57,8 @@ func benchCmd(e *env) *cobra.Command {
 		Long: `Start a server (embedded etcd, TLS on loopback) and a simulator of --nodes
 hollow nodes in this process, the simulator talking HTTPS to the server as
 skiff agent --simulate does; once every node is ready, create --pods small
-pods at once (one request each, or --batch pods per request as skiff
-apply -f sends a manifest) and follow them on a watch: placements per second (from the
+pods at once, in lists of --batch pods as skiff apply -f sends a manifest
+(--batch 1: one request per pod), and follow them on a watch: placements per second (from the
 status.node writes), the time until every pod is Running, API create
 throughput, and this process's RSS and Go heap at the end.`,
 		Example: `  skiff bench schedule --nodes 500 --pods 5000
@@ -74,7 +74,7 @@ throughput, and this process's RSS and Go heap at the end.`,
 	sched.Flags().IntVar(&sco.Nodes, "nodes", 5000, "simulated nodes")
 	sched.Flags().IntVar(&sco.Pods, "pods", 50000, "pods created in bulk")
 	sched.Flags().IntVar(&sco.Clients, "clients", 64, "concurrent creators")
-	sched.Flags().IntVar(&sco.Batch, "batch", 1, "pods per create request: 1 sends each with POST /v1/apply; more send lists with POST /v1/apply/list, as skiff apply -f sends a manifest")
+	sched.Flags().IntVar(&sco.Batch, "batch", 100, "pods per create request: lists go by POST /v1/apply/list, as skiff apply -f sends a manifest; 1 sends each pod alone with POST /v1/apply")
 	sched.Flags().DurationVar(&sco.Timeout, "timeout", 30*time.Minute, "how long to wait for every pod to run, from the first create; then the figures so far are printed")
 	sched.Flags().DurationVar(&sco.Heartbeat, "heartbeat", 0, "simulated nodes' heartbeat period (default 20s)")
 	sched.Flags().StringVar(&sco.Profile, "profile", "", "write cpu, mutex, block and heap profiles of the process (server, etcd, simulator, bench) to this directory")
