@@ -190,15 +190,9 @@ func TestMutateSharedFieldWrites(t *testing.T) {
 // set by MutateShared) and for writes it decodes again (an int or a
 // []string, which decoding turns into float64 and []any; a Mutate).
 func TestWatchSharedSeesWhatWatchSees(t *testing.T) {
-	e, _ := startEtcd(t, "")
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, st, ref, w := newPod(t)
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	st := store.New(e.Client, store.Options{})
-	ref := podRef("default", "web")
-	w := store.Write{Changer: "controller:test", Cause: "step"}
-	if _, err := st.Mutate(ctx, ref, w, setTo(api.Object{Spec: map[string]any{"image": "nginx"}})); err != nil {
-		t.Fatal(err)
-	}
 	_, rev, err := st.List(ctx, "Pod", "")
 	if err != nil {
 		t.Fatal(err)
@@ -228,14 +222,7 @@ func TestWatchSharedSeesWhatWatchSees(t *testing.T) {
 // object it wrote after the write, which would make the next write's diff,
 // and so the history, wrong.
 func TestSharedObjectModifiedInPlacePanics(t *testing.T) {
-	e, _ := startEtcd(t, "")
-	ctx := context.Background()
-	st := store.New(e.Client, store.Options{})
-	ref := podRef("default", "web")
-	w := store.Write{Changer: "controller:test", Cause: "step"}
-	if _, err := st.Mutate(ctx, ref, w, setTo(api.Object{Spec: map[string]any{"image": "nginx"}})); err != nil {
-		t.Fatal(err)
-	}
+	ctx, st, ref, w := newPod(t)
 	var wrote *api.Object
 	if _, err := st.MutateShared(ctx, ref, w, func(cur *api.Object) (*api.Object, error) {
 		wrote = setStatus(cur, "node", "n1")
@@ -255,14 +242,7 @@ func TestSharedObjectModifiedInPlacePanics(t *testing.T) {
 // Mutate's fn gets a copy of its own, which it may change in place, even
 // of an object the store keeps shared; what it wrote stays its own.
 func TestMutateCopiesSharedObjects(t *testing.T) {
-	e, _ := startEtcd(t, "")
-	ctx := context.Background()
-	st := store.New(e.Client, store.Options{})
-	ref := podRef("default", "web")
-	w := store.Write{Changer: "controller:test", Cause: "step"}
-	if _, err := st.Mutate(ctx, ref, w, setTo(api.Object{Spec: map[string]any{"image": "nginx"}})); err != nil {
-		t.Fatal(err)
-	}
+	ctx, st, ref, w := newPod(t)
 	if _, err := st.MutateShared(ctx, ref, w, func(cur *api.Object) (*api.Object, error) { return setStatus(cur, "node", "n1"), nil }); err != nil {
 		t.Fatal(err)
 	}
@@ -287,4 +267,18 @@ func TestMutateCopiesSharedObjects(t *testing.T) {
 	if got.Status["node"] != "n2" || got.Status["ip"] != "fd00::1" {
 		t.Errorf("status = %v, want node n2 and ip fd00::1", got.Status)
 	}
+}
+
+// newPod starts a store with one pod written, and returns the write a
+// step's would be.
+func newPod(t *testing.T) (context.Context, *store.Store, api.Ref, store.Write) {
+	e, _ := startEtcd(t, "")
+	ctx := context.Background()
+	st := store.New(e.Client, store.Options{})
+	ref := podRef("default", "web")
+	w := store.Write{Changer: "controller:test", Cause: "step"}
+	if _, err := st.Mutate(ctx, ref, w, setTo(api.Object{Spec: map[string]any{"image": "nginx"}})); err != nil {
+		t.Fatal(err)
+	}
+	return ctx, st, ref, w
 }
