@@ -53,6 +53,9 @@ type Orchestrator struct {
 
 	mu       sync.RWMutex
 	compiled *workflow.Compiled // guarded by mu
+	// reloading serializes reloads, so that the last to finish read the
+	// store last: the watch's and an apply's (server.applyObject).
+	reloading sync.Mutex
 
 	name, apiURL string // this server, for the election; "" leads alone (SetIdentity)
 	leaderState
@@ -284,6 +287,8 @@ func (e *VerifyFailed) Is(t error) bool { return t == api.ErrInvalid }
 // engine. A registration that no longer compiles with the others is left
 // out and logged; the API refuses such writes, so this means damage.
 func (o *Orchestrator) reload(ctx context.Context) error {
+	o.reloading.Lock()
+	defer o.reloading.Unlock()
 	objs, _, err := o.store.List(ctx, "Controller", "")
 	if err != nil {
 		return err

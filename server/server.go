@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -286,7 +287,7 @@ func (s *Server) applyObject(ctx context.Context, tok Token, obj api.Object, exp
 	// and changes neither, so the store keeps what it wrote decoded
 	// (store/shared.go) and the pod's next write, and the workflows'
 	// watch, need not decode it. The caller only reads obj and the result.
-	return s.store.MutateShared(ctx, ref, store.Write{Changer: tok.Identity, Cause: "apply", Expect: expect},
+	res, err := s.store.MutateShared(ctx, ref, store.Write{Changer: tok.Identity, Cause: "apply", Expect: expect},
 		func(cur *api.Object) (*api.Object, error) {
 			next := obj
 			if cur != nil {
@@ -298,6 +299,15 @@ func (s *Server) applyObject(ctx context.Context, tok Token, obj api.Object, exp
 			}
 			return &next, nil
 		})
+	if err == nil && obj.Kind == "Controller" {
+		// Registered on this server once the apply returns, not a moment
+		// later from its watch: `skiff controllers` lists it, and what is
+		// applied next (a pod with its steps, say) runs with it.
+		if err := s.orch.reload(ctx); err != nil {
+			slog.Error("load controllers", "err", err)
+		}
+	}
+	return res, err
 }
 
 // writeResult answers a write with a WriteResult, the object encoded

@@ -179,7 +179,8 @@ func eventually(t *testing.T, what string, cond func() (bool, string)) {
 }
 
 // register applies a Controller registration with c (an operator's client
-// or the controller's own) and waits until the server enforces it.
+// or the controller's own): the server enforces it once the apply
+// returns, and lists it.
 func (e *env) register(c *client.Client, name string, owns ...string) {
 	e.t.Helper()
 	ctx := context.Background()
@@ -187,20 +188,18 @@ func (e *env) register(c *client.Client, name string, owns ...string) {
 	if _, err := c.Apply(ctx, o, 0); err != nil {
 		e.t.Fatalf("register controller %s: %v", name, err)
 	}
-	eventually(e.t, "controller "+name+" registered", func() (bool, string) {
-		l, err := e.admin.Controllers(ctx)
-		if err != nil {
-			return false, err.Error()
+	l, err := e.admin.Controllers(ctx)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var names []string
+	for _, c := range l {
+		if c.Name == name {
+			return
 		}
-		var names []string
-		for _, c := range l {
-			if c.Name == name {
-				return true, ""
-			}
-			names = append(names, c.Name)
-		}
-		return false, fmt.Sprint(names)
-	})
+		names = append(names, c.Name)
+	}
+	e.t.Fatalf("controller %s applied but not listed (listed: %v)", name, names)
 }
 
 func toAny(ss []string) []any {
