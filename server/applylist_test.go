@@ -2,10 +2,12 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
 	"skiff.dev/skiff/api"
+	"skiff.dev/skiff/server"
 )
 
 // TestApplyList: many objects in one request are applied in order, as
@@ -92,5 +94,32 @@ func TestApplyList(t *testing.T) {
 	r := e.do("POST", "/v1/apply/list", e.root, []byte(`{"items":[`+strings.Repeat(`{"kind":"Pod"},`, 1000)+`{"kind":"Pod"}]}`))
 	if r.status != 400 || !strings.Contains(r.err.Error, "at most 1000") {
 		t.Errorf("1001 objects: %d %+v, want 400 saying at most 1000", r.status, r.err)
+	}
+}
+
+// More lists at once than the server works on (MaxListsInFlight) are all
+// applied: the others wait their turn.
+func TestApplyListsBeyondSlots(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	n := server.MaxListsInFlight + 4
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			_, err := e.admin.ApplyList(ctx, []api.Object{pod("web", fmt.Sprintf("p%d-a", i), "nginx:1", nil), pod("web", fmt.Sprintf("p%d-b", i), "nginx:1", nil)})
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := e.admin.List(ctx, "Pod", "web", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Items) != 2*n {
+		t.Errorf("%d pods, want %d", len(l.Items), 2*n)
 	}
 }

@@ -72,6 +72,8 @@ type Server struct {
 	ca      *CA                     // signs node certificates; set by SetTLS
 	nodeTLS *tls.Config             // how the server calls agents' APIs; set by SetTLS
 	members *Membership             // answers /v1/servers; set by SetMembership
+
+	lists chan struct{} // a slot per apply/list request in progress (MaxListsInFlight)
 }
 
 // SetTLS gives the server the cluster CA (to sign nodes' serving
@@ -98,7 +100,8 @@ func (s *Server) AttachNode(name string, h http.Handler) {
 // New returns a server over a store, a token registry and the workflow
 // orchestrator (which also holds the field owners the API enforces).
 func New(st *store.Store, tokens *Tokens, orch *Orchestrator) *Server {
-	s := &Server{store: st, tokens: tokens, orch: orch, mux: http.NewServeMux(), metrics: newMetrics()}
+	s := &Server{store: st, tokens: tokens, orch: orch, mux: http.NewServeMux(), metrics: newMetrics(),
+		lists: make(chan struct{}, MaxListsInFlight)}
 	orch.life.release = s.releasePod
 	s.quorum = newQuorum(orch.kv)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
