@@ -369,3 +369,71 @@ func summary(runs []workflow.RunRecord) string {
 	}
 	return s
 }
+
+// A controller talking to a server that does not lead takes its work and
+// reports the outcomes in a list (POST /v1/work/done) through it: the
+// server passes both on to the leader, and the writes land.
+func TestWorkListThroughFollower(t *testing.T) {
+	c := newCluster(t)
+	a := c.start("a")
+	b := c.start("b")
+	if got := c.leader(a, b); got != a {
+		t.Fatalf("server %s leads; a campaigned first", got.name)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	admin := c.client(b, c.root)
+	ctrlTok, err := admin.CreateToken(ctx, "controller:counter", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctrl := c.client(b, ctrlTok)
+	if _, err := ctrl.Apply(ctx, api.Object{Kind: "Controller", Name: "counter", Spec: counterSpec}, 0); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "controller counter registered on the leader", func() (bool, string) {
+		for _, r := range a.orch.Compiled().Registrations {
+			if r.Name == "counter" {
+				return true, ""
+			}
+		}
+		return false, "not yet"
+	})
+	for _, name := range []string{"p1", "p2"} {
+		if _, err := admin.Apply(ctx, pod("default", name, "busybox:1", nil), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Step one of each pod comes first; take both through b.
+	var list []client.Completion
+	for len(list) < 2 {
+		items, err := ctrl.TakeWork(ctx, 5*time.Second, 16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, it := range items {
+			if it.Step != "one" {
+				t.Fatalf("work item for step %s, want one", it.Step)
+			}
+			list = append(list, client.Completion{ID: it.ID, Result: workflow.Result{Writes: map[string]any{"status.one": "done by list"}}})
+		}
+	}
+	errs, err := ctrl.CompleteWorkList(ctx, list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range errs {
+		if e != nil {
+			t.Errorf("item %d: %v", i, e)
+		}
+	}
+	for _, name := range []string{"p1", "p2"} {
+		got, err := admin.Get(ctx, api.Ref{Kind: "Pod", Namespace: "default", Name: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Status["one"] != "done by list" {
+			t.Errorf("pod %s status.one = %v, want the list's write", name, got.Status["one"])
+		}
+	}
+}
