@@ -303,12 +303,7 @@ func (s *Server) applyObject(ctx context.Context, tok Token, obj api.Object, exp
 			return &next, nil
 		})
 	if err == nil && obj.Kind == "Controller" {
-		// Registered on this server once the apply returns, not a moment
-		// later from its watch: `skiff controllers` lists it, and what is
-		// applied next (a pod with its steps, say) runs with it.
-		if err := s.orch.reload(ctx); err != nil {
-			slog.Error("load controllers", "err", err)
-		}
+		s.reloadControllers(ctx)
 	}
 	return res, err
 }
@@ -512,8 +507,21 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request, tok Token, ref a
 	if err != nil {
 		return err
 	}
+	if ref.Kind == "Controller" {
+		s.reloadControllers(r.Context()) // as applyObject does
+	}
 	writeJSON(w, 200, WriteResult{Op: store.Deleted, Object: o})
 	return nil
+}
+
+// reloadControllers takes in the stored registrations on this server now,
+// not a moment later from its watch: after an apply or delete of a
+// Controller returns, `skiff controllers` lists what is registered, and
+// (on the leader) what is applied next runs with it.
+func (s *Server) reloadControllers(ctx context.Context) {
+	if err := s.orch.reload(ctx); err != nil {
+		slog.Error("load controllers", "err", err)
+	}
 }
 
 // ListResult is the answer to a list: the objects and the store revision to

@@ -1312,3 +1312,24 @@ func TestStatusWritesOfTwoControllers(t *testing.T) {
 		t.Errorf("status.zone of controller:y is %v after controller:x wrote status.progress, want z1", got.Status["zone"])
 	}
 }
+
+// A controller registration is in force once its apply returns, and gone
+// once its delete returns: the server lists, and enforces, what is stored.
+func TestControllerRegistrationAtOnce(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	ctrl, _ := e.token("controller:x", "")
+	e.register(ctrl, "x", "Pod:status.progress") // listed at once (register checks)
+	if _, err := e.admin.Delete(ctx, api.Ref{Kind: "Controller", Name: "x"}, 0); err != nil {
+		t.Fatal(err)
+	}
+	l, err := e.admin.Controllers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range l {
+		if c.Name == "x" {
+			t.Errorf("controller x deleted but still listed")
+		}
+	}
+}
