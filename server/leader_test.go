@@ -376,7 +376,10 @@ func summary(runs []workflow.RunRecord) string {
 func TestWorkListThroughFollower(t *testing.T) {
 	c := newCluster(t)
 	a := c.start("a")
-	b := c.start("b")
+	if c.leader(a) != a {
+		t.Fatal("the only server does not lead")
+	}
+	b := c.start("b") // once a leads: b follows
 	if got := c.leader(a, b); got != a {
 		t.Fatalf("server %s leads; a campaigned first", got.name)
 	}
